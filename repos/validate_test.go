@@ -23,8 +23,8 @@ func TestValidators(t *testing.T) {
 			name: "user ID", fn: repos.ValidateUserID, field: "user_id",
 			ok: []string{
 				"@alice:example.org", "@a:b", "@alice.b_c=d-e/f+g:example.org:8448",
-				"@Alice:example.org",          // historical: upper case
-				"@al!ce#~:example.org",        // historical: any printable ASCII but ':'
+				"@Alice:example.org",   // historical: upper case
+				"@al!ce#~:example.org", // historical: any printable ASCII but ':'
 				"@bob:[::1]", "@bob:[2001:db8::1]:8448", "@bob:1.2.3.4", "@bob:1.2.3.4:443",
 				long("@", ":example.org", 255),
 			},
@@ -39,12 +39,12 @@ func TestValidators(t *testing.T) {
 		},
 		{
 			name: "new user ID", fn: repos.ValidateNewUserID, field: "user_id",
-			ok:   []string{"@alice:example.org", "@a.b_c=d-e/f+g:example.org"},
-			bad:  []string{"@Alice:example.org", "@al!ce:example.org", "@alice:", ""},
+			ok:  []string{"@alice:example.org", "@a.b_c=d-e/f+g:example.org"},
+			bad: []string{"@Alice:example.org", "@al!ce:example.org", "@alice:", ""},
 		},
 		{
 			name: "room ID", fn: repos.ValidateRoomID, field: "room_id",
-			ok:   []string{"!abc:example.org", "!AbC123/=+:[::1]:80", long("!", ":e.org", 255)},
+			ok: []string{"!abc:example.org", "!AbC123/=+:[::1]:80", long("!", ":e.org", 255)},
 			bad: []string{"", "abc:example.org", "!abc", "!:example.org", "!a b:example.org",
 				"!abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ", long("!", ":e.org", 256)},
 		},
@@ -61,18 +61,18 @@ func TestValidators(t *testing.T) {
 		},
 		{
 			name: "room alias", fn: repos.ValidateRoomAlias, field: "alias",
-			ok:   []string{"#room:example.org", "#a:b.c:1"},
-			bad:  []string{"", "room:example.org", "#room", "#:example.org"},
+			ok:  []string{"#room:example.org", "#a:b.c:1"},
+			bad: []string{"", "room:example.org", "#room", "#:example.org"},
 		},
 		{
 			name: "device ID", fn: repos.ValidateDeviceID, field: "device_id",
-			ok:   []string{"ABCDEFGH", "é-device 1", strings.Repeat("x", 255)},
-			bad:  []string{"", "a\x00b", "a\nb", "\xff\xfe", strings.Repeat("x", 256)},
+			ok:  []string{"ABCDEFGH", "é-device 1", strings.Repeat("x", 255)},
+			bad: []string{"", "a\x00b", "a\nb", "\xff\xfe", strings.Repeat("x", 256)},
 		},
 		{
 			name: "server name", fn: repos.ValidateServerName, field: "server_name",
-			ok:   []string{"example.org", "example.org:8448", "localhost", "[::1]", "[::ffff:1.2.3.4]:80", "1.2.3.4"},
-			bad:  []string{"", ":80", "exa mple.org", "[::1", "example.org:", "[::1]:99999", "1.2.3.256", "ex\x00ample.org"},
+			ok:  []string{"example.org", "example.org:8448", "localhost", "[::1]", "[::ffff:1.2.3.4]:80", "1.2.3.4"},
+			bad: []string{"", ":80", "exa mple.org", "[::1", "example.org:", "[::1]:99999", "1.2.3.256", "ex\x00ample.org"},
 		},
 	}
 	for _, tt := range tests {
