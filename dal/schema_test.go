@@ -371,8 +371,8 @@ SELECT 1, CASE WHEN i % 2 = 0 THEN '@alice:hs' ELSE '@bob:hs' END, '{}', i
 		name      string
 		query     string
 		index     string // the index expected, or alternatives separated by |
-		indexOnly bool // the plan reads the index without visiting the heap
-		noSort    bool // the order comes from the index
+		indexOnly bool   // the plan reads the index without visiting the heap
+		noSort    bool   // the order comes from the index
 	}{
 		{
 			name:   "room timeline backwards",
