@@ -140,5 +140,5 @@ func serverEnv(home string) []string {
 		}
 		env = append(env, kv)
 	}
-	return append(env, "HOME="+home, "LC_ALL=C", "PGPASSFILE=/dev/null")
+	return append(env, "HOME="+home, "LC_ALL=C", "PGPASSFILE="+filepath.Join(home, "no-such-pgpass"))
 }

@@ -143,6 +143,7 @@ type Cluster struct {
 	nodes     []*Node
 	redisDir  string
 	redisPort int
+	syncConf  string // synchronous_standby_names line added to standbys in Start; "" when async
 
 	opMu sync.Mutex // serializes Stop and fault controls
 
@@ -153,7 +154,7 @@ type Cluster struct {
 }
 
 // defaultSettings tune PostgreSQL for a fast, disposable test cluster.
-func defaultSettings(names []string, sync bool) [][2]string {
+func defaultSettings() [][2]string {
 	s := [][2]string{
 		{"listen_addresses", "127.0.0.1"},
 		{"unix_socket_directories", ""},
@@ -181,10 +182,12 @@ func defaultSettings(names []string, sync bool) [][2]string {
 		{"log_checkpoints", "off"},
 		{"timezone", "UTC"},
 	}
-	if sync {
-		s = append(s, [2]string{"synchronous_standby_names", "ANY 1 (" + strings.Join(names, ", ") + ")"})
-	}
 	return s
+}
+
+// syncSetting is the postgresql.conf line for synchronous quorum replication.
+func syncSetting(names []string) string {
+	return "synchronous_standby_names = " + quoteConf("ANY 1 ("+strings.Join(names, ", ")+")") + "\n"
 }
 
 var settingName = regexp.MustCompile(`^[a-z][a-z0-9_.]*$`)
@@ -278,12 +281,22 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	c.logf("testcluster: primary pg0 up on port %d after %v", c.nodes[0].Port, time.Since(began).Round(time.Millisecond))
 
+	// With Sync the primary gets synchronous_standby_names only once its
+	// standbys run: before that, every commit (even CREATE ROLE) would wait.
+	if opts.Sync {
+		c.syncConf = syncSetting(names)
+	}
 	g, gctx = errgroup.WithContext(ctx)
 	for _, n := range c.nodes[1:] {
 		g.Go(func() error { return c.createStandby(gctx, n, c.nodes[0], true) })
 	}
 	if err := g.Wait(); err != nil {
 		return c, err
+	}
+	if opts.Sync {
+		if err := c.enableSync(ctx, c.nodes[0], names); err != nil {
+			return c, err
+		}
 	}
 	if err := c.WaitReplicated(ctx); err != nil {
 		return c, err
@@ -371,7 +384,8 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// Dir is the cluster's base directory (node data dirs and logs).
+// Dir is the cluster's base directory. Layout: <name>/data (data dir) and
+// <name>/postgres.log per node, redis/redis.log, and StateFile.
 func (c *Cluster) Dir() string { return c.dir }
 
 // PrimaryDSN is the application DSN of the current primary.
@@ -524,7 +538,7 @@ func (c *Cluster) initPrimary(ctx context.Context, names []string, opts Options)
 	}
 	var b strings.Builder
 	b.WriteString("\n# hsdal testcluster settings\n")
-	for _, kv := range defaultSettings(names, opts.Sync) {
+	for _, kv := range defaultSettings() {
 		fmt.Fprintf(&b, "%s = %s\n", kv[0], quoteConf(kv[1]))
 	}
 	keys := make([]string, 0, len(opts.Settings))
@@ -611,6 +625,11 @@ func (c *Cluster) createStandby(ctx context.Context, n, up *Node, createSlot boo
 	if err := c.runTool(ctx, n.dir, "pg_basebackup", args...); err != nil {
 		return err
 	}
+	if c.syncConf != "" {
+		if err := appendFile(filepath.Join(n.dataDir(), "postgresql.conf"), c.syncConf); err != nil {
+			return err
+		}
+	}
 	if err := c.configureStandby(n, up); err != nil {
 		return err
 	}
@@ -619,6 +638,31 @@ func (c *Cluster) createStandby(ctx context.Context, n, up *Node, createSlot boo
 	}
 	c.logf("testcluster: standby %s of %s up on port %d after %v", n.Name, up.Name, n.Port,
 		time.Since(began).Round(time.Millisecond))
+	return nil
+}
+
+// enableSync turns on synchronous quorum replication on the primary p.
+func (c *Cluster) enableSync(ctx context.Context, p *Node, names []string) error {
+	if err := appendFile(filepath.Join(p.dataDir(), "postgresql.conf"), syncSetting(names)); err != nil {
+		return err
+	}
+	want := "ANY 1 (" + strings.Join(names, ", ") + ")"
+	var got string
+	err := pollUntil(ctx, func() (bool, error) {
+		err := withConn(ctx, p, func(conn *pgx.Conn) error {
+			if _, err := conn.Exec(ctx, `SELECT pg_reload_conf()`); err != nil {
+				return err
+			}
+			return conn.QueryRow(ctx, `SHOW synchronous_standby_names`).Scan(&got)
+		})
+		if err != nil {
+			return false, err
+		}
+		return got == want, nil
+	})
+	if err != nil {
+		return fmt.Errorf("testcluster: enable synchronous replication (have %q): %w", got, err)
+	}
 	return nil
 }
 

@@ -203,9 +203,16 @@ func (c *Cluster) Rejoin(ctx context.Context, name, newPrimary string) error {
 	if err := withConn(ctx, up, func(conn *pgx.Conn) error {
 		_, err := conn.Exec(ctx, `SELECT pg_create_physical_replication_slot($1, true)
 			WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, n.Name)
+		if err != nil {
+			return err
+		}
+		// Right after a promotion the control file still names the old
+		// timeline until the end-of-recovery checkpoint is done; pg_rewind
+		// reads it and would wrongly conclude that no rewind is needed.
+		_, err = conn.Exec(ctx, `CHECKPOINT`)
 		return err
 	}); err != nil {
-		return fmt.Errorf("testcluster: rejoin %s: create slot on %s: %w", name, newPrimary, err)
+		return fmt.Errorf("testcluster: rejoin %s: prepare %s: %w", name, newPrimary, err)
 	}
 
 	rewound := c.rejoinRewind(ctx, n, up)
@@ -251,8 +258,20 @@ func (c *Cluster) rejoinRewind(ctx context.Context, n, up *Node) error {
 	return c.waitCaughtUp(wctx, n, up)
 }
 
-// waitCaughtUp waits until n is in recovery and replayed up's current LSN.
+// waitCaughtUp waits until up reports n as a streaming standby and n is in
+// recovery and replayed up's current LSN.
 func (c *Cluster) waitCaughtUp(ctx context.Context, n, up *Node) error {
+	err := pollUntil(ctx, func() (bool, error) {
+		var streaming bool
+		err := withConn(ctx, up, func(conn *pgx.Conn) error {
+			return conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_replication
+				WHERE application_name = $1 AND state = 'streaming')`, n.Name).Scan(&streaming)
+		})
+		return err == nil && streaming, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s is not streaming from %s: %w; log tail:\n%s", n.Name, up.Name, err, logTail(n.logPath()))
+	}
 	var target string
 	if err := queryRow(ctx, up, `SELECT pg_current_wal_lsn()::text`, &target); err != nil {
 		return fmt.Errorf("read LSN of %s: %w", up.Name, err)

@@ -433,3 +433,26 @@ func TestRedisStopStartKill(t *testing.T) {
 		})
 	}
 }
+
+// TestRejoinRebuildsLostDataDir: when pg_rewind cannot work (here the data
+// dir is gone after a crash), Rejoin falls back to a fresh base backup.
+func TestRejoinRebuildsLostDataDir(t *testing.T) {
+	ctx := ctxT(t)
+	if err := shared.KillNode(ctx, "pg2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(shared.Dir() + "/pg2/data"); err != nil {
+		t.Fatal(err)
+	}
+	if err := shared.Rejoin(ctx, "pg2", "pg0"); err != nil {
+		t.Fatal(err)
+	}
+	if r := shared.Node("pg2").Role(); r != testcluster.RoleStandby || !shared.Node("pg2").Running() {
+		t.Fatalf("pg2: role %s running %v, want a running standby", r, shared.Node("pg2").Running())
+	}
+	writeRow(t, ctx, shared, "rebuilt", 1)
+	if err := shared.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitVisible(t, ctx, shared.Node("pg2").DSN(), "rebuilt", 1)
+}
