@@ -26,10 +26,10 @@ func (e *SchemaVersionError) Error() string {
 	switch {
 	case e.Database == 0:
 		return fmt.Sprintf("dal: the database has no hsdal schema (this build needs version %d): "+
-			"apply the migrations on the primary with `hsdal migrate` (dal.Migrate) first", e.Code)
+			"apply the migrations with dal.Migrate against the primary first", e.Code)
 	case e.Database < e.Code:
 		return fmt.Sprintf("dal: the database schema is version %d but this build needs version %d: "+
-			"upgrade the database on the primary with `hsdal migrate` (dal.Migrate) first", e.Database, e.Code)
+			"upgrade the database with dal.Migrate against the primary first", e.Database, e.Code)
 	default:
 		return fmt.Sprintf("dal: the database schema is version %d, newer than the version %d this build knows: "+
 			"upgrade this binary to a release that knows schema version %d (never downgrade the schema)",

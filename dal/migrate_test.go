@@ -145,8 +145,8 @@ func TestCheckSchemaRefusesMismatchedDatabase(t *testing.T) {
 		version  int32 // recorded version; -1 leaves the database without a version table
 		wantText string
 	}{
-		{name: "no schema", version: -1, wantText: "hsdal migrate"},
-		{name: "older", version: dal.SchemaVersion - 1, wantText: "hsdal migrate"},
+		{name: "no schema", version: -1, wantText: "dal.Migrate against the primary"},
+		{name: "older", version: dal.SchemaVersion - 1, wantText: "dal.Migrate against the primary"},
 		{name: "newer", version: dal.SchemaVersion + 1, wantText: "upgrade this binary"},
 	}
 	for _, tt := range tests {
