@@ -129,3 +129,17 @@ func standbyNames(c *testcluster.Cluster) []string {
 	}
 	return out
 }
+
+// waitCaughtUp waits until r sees every reachable standby caught up with the
+// primary (lag known, zero bytes behind).
+func waitCaughtUp(tb testing.TB, r *router.Router) {
+	tb.Helper()
+	waitFor(tb, 30*time.Second, "router to see the standbys caught up", func() bool {
+		for _, n := range r.Status().Nodes {
+			if n.Standby && n.Reachable && (!n.LagKnown || n.LagBytes > 0) {
+				return false
+			}
+		}
+		return true
+	})
+}

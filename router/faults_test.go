@@ -1,0 +1,294 @@
+package router_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hsdal/hsdal/internal/testcluster"
+	"github.com/hsdal/hsdal/router"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/sync/errgroup"
+)
+
+func TestBoundedStalenessSkipsPausedReplica(t *testing.T) {
+	ctx := context.Background()
+	r := mustRouter(t, configFor(t, cluster))
+	mustExec(t, r, "CREATE TABLE IF NOT EXISTS stale (k int PRIMARY KEY, v bigint NOT NULL)")
+	if err := cluster.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
+	paused := standbyNames(cluster)[0]
+	pausedAddr := nodeAddr(cluster.Node(paused))
+	pauseReplay(t, cluster, paused)
+
+	// Keep the primary moving, so the paused replica falls behind in time.
+	wctx, stopWriter := context.WithCancel(ctx)
+	var writer sync.WaitGroup
+	writer.Add(1)
+	go func() {
+		defer writer.Done()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for i := int64(0); wctx.Err() == nil; i++ {
+			if _, err := setValue(wctx, r, "stale", 1, i); err != nil && wctx.Err() == nil {
+				t.Errorf("writer: %v", err)
+				return
+			}
+			select {
+			case <-wctx.Done():
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() { stopWriter(); writer.Wait() }()
+
+	const bound = 300 * time.Millisecond
+	lagOf := func(name string) (time.Duration, bool) {
+		for _, n := range r.Status().Nodes {
+			if n.Name == name {
+				return n.Lag, n.LagKnown
+			}
+		}
+		return 0, false
+	}
+	waitFor(t, 30*time.Second, "paused replica to lag past the bound", func() bool {
+		lag, known := lagOf(pausedAddr)
+		return !known || lag > 2*bound
+	})
+	var onOther, onPrimary int
+	for range 200 {
+		_, info, err := readValue(ctx, r, router.BoundedStaleness(bound), "stale", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Node == pausedAddr {
+			lag, _ := lagOf(pausedAddr)
+			t.Fatalf("bounded-staleness(%v) read served by the paused replica (lag now %v)", bound, lag)
+		}
+		if info.Primary {
+			onPrimary++
+		} else {
+			onOther++
+		}
+	}
+	if onOther == 0 {
+		t.Fatalf("no read went to the healthy replica (primary: %d)", onPrimary)
+	}
+
+	if err := cluster.ResumeReplay(ctx, paused); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "resumed replica to serve bounded-staleness reads again", func() bool {
+		_, info, err := readValue(ctx, r, router.BoundedStaleness(bound), "stale", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Node == pausedAddr
+	})
+}
+
+func TestStalePolicies(t *testing.T) {
+	ctx := context.Background()
+	setup := mustRouter(t, configFor(t, cluster))
+	mustExec(t, setup, "CREATE TABLE IF NOT EXISTS pol (k int PRIMARY KEY, v bigint NOT NULL)")
+	if _, err := setValue(ctx, setup, "pol", 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pauseReplay(t, cluster, standbyNames(cluster)...)
+	// Move the primary after the pause: every replica is now behind.
+	tok, err := setValue(ctx, setup, "pol", 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		policy      router.Fallback
+		wantPrimary bool
+		wantErr     error
+	}{
+		{router.FallbackPrimary, true, nil},
+		{router.FallbackLeastLagged, false, nil},
+		{router.FallbackError, false, router.ErrUnavailable},
+	} {
+		t.Run(tc.policy.String(), func(t *testing.T) {
+			cfg := configFor(t, cluster)
+			cfg.StalePolicy = tc.policy
+			r := mustRouter(t, cfg)
+			const bound = 50 * time.Millisecond
+			waitFor(t, 30*time.Second, "every replica past the bound", func() bool {
+				for _, n := range r.Status().Nodes {
+					if n.Standby && (n.LagBytes == 0 || n.LagKnown && n.Lag <= 2*bound) {
+						return false
+					}
+				}
+				return true
+			})
+			v, info, err := readValue(ctx, r, router.BoundedStaleness(bound), "pol", 1)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Primary != tc.wantPrimary {
+				t.Fatalf("served by %+v, want primary=%v", info, tc.wantPrimary)
+			}
+			if tc.wantPrimary && v != 2 || !tc.wantPrimary && v != 1 {
+				t.Fatalf("read %d from %+v", v, info)
+			}
+			// A token still wins over the least-lagged policy: never a stale
+			// replica for a read-your-writes read.
+			if v, info, err := readValue(ctx, r, router.ReadYourWrites(tok), "pol", 1); err != nil || v != 2 || !info.Primary {
+				t.Fatalf("read-your-writes under %v: %d, %+v, %v", tc.policy, v, info, err)
+			}
+		})
+	}
+}
+
+func TestReplicaKilledUnderLoad(t *testing.T) {
+	c := testcluster.StartTB(t, testcluster.Options{Replicas: 2, NoRedis: true})
+	ctx := context.Background()
+	r := mustRouter(t, configFor(t, c))
+	mustExec(t, r, "CREATE TABLE kill (k int PRIMARY KEY, v bigint NOT NULL)")
+	mustExec(t, r, "INSERT INTO kill SELECT g, g FROM generate_series(1, 100) g")
+	if err := c.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
+	victim := standbyNames(c)[0]
+	victimAddr := nodeAddr(c.Node(victim))
+
+	var reads, afterKill atomic.Int64
+	var killed atomic.Bool
+	served := sync.Map{}
+	lctx, stop := context.WithCancel(ctx)
+	g, gctx := errgroup.WithContext(lctx)
+	for w := range 4 {
+		g.Go(func() error {
+			for i := 0; gctx.Err() == nil; i++ {
+				k := (w*31+i)%100 + 1
+				c := router.Consistency{}
+				if i%2 == 1 {
+					c = router.BoundedStaleness(time.Hour)
+				}
+				v, info, err := readValue(gctx, r, c, "kill", k)
+				if err != nil {
+					if gctx.Err() != nil {
+						return nil
+					}
+					return fmt.Errorf("read error returned to caller: %w", err)
+				}
+				if v != int64(k) {
+					return fmt.Errorf("read %d for key %d", v, k)
+				}
+				reads.Add(1)
+				if killed.Load() {
+					afterKill.Add(1)
+				}
+				served.Store(info.Node, true)
+			}
+			return nil
+		})
+	}
+	waitFor(t, 30*time.Second, "reads on the victim before the kill", func() bool {
+		_, ok := served.Load(victimAddr)
+		return ok && reads.Load() > 200
+	})
+	if err := c.KillNode(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	killed.Store(true)
+	waitFor(t, 30*time.Second, "router to mark the victim down and keep reading", func() bool {
+		for _, n := range r.Status().Nodes {
+			if n.Name == victimAddr && n.Serving {
+				return false
+			}
+		}
+		return afterKill.Load() > 500
+	})
+	served.Delete(victimAddr)
+	if err := c.StartNode(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "restarted replica to serve reads again", func() bool {
+		_, ok := served.Load(victimAddr)
+		return ok
+	})
+	stop()
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d reads, %d after the kill, zero errors", reads.Load(), afterKill.Load())
+}
+
+// TestRecoveryConflictIsRetried provokes a real recovery conflict: a
+// repeatable-read transaction on the standby holds a snapshot while the
+// primary deletes and vacuums the rows it can see; with a 100ms
+// max_standby_streaming_delay the standby cancels the query (40001) and the
+// router reruns the read elsewhere.
+func TestRecoveryConflictIsRetried(t *testing.T) {
+	c := testcluster.StartTB(t, testcluster.Options{Replicas: 1, NoRedis: true,
+		Settings: map[string]string{"max_standby_streaming_delay": "100ms"}})
+	ctx := context.Background()
+	r := mustRouter(t, configFor(t, c))
+	mustExec(t, r, "CREATE TABLE conflict (k int PRIMARY KEY, pad text)")
+	mustExec(t, r, "INSERT INTO conflict SELECT g, repeat('x', 100) FROM generate_series(1, 1000) g")
+	if err := c.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, r)
+	primary, err := pgx.Connect(ctx, c.PrimaryDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer primary.Close(ctx)
+
+	var calls atomic.Int32
+	var count int64
+	var firstErr error
+	info, err := r.ReadTx(ctx, router.BoundedStaleness(time.Hour), func(ctx context.Context, q router.Querier) error {
+		if calls.Add(1) > 1 {
+			return q.QueryRow(ctx, "SELECT count(*) FROM conflict").Scan(&count)
+		}
+		// First attempt, on the standby: take a snapshot, then make the
+		// primary remove what it sees, then outlive the streaming delay.
+		if err := q.QueryRow(ctx, "SELECT count(*) FROM conflict").Scan(&count); err != nil {
+			return err
+		}
+		if _, err := primary.Exec(ctx, "DELETE FROM conflict WHERE k > 500"); err != nil {
+			return err
+		}
+		if _, err := primary.Exec(ctx, "VACUUM conflict"); err != nil {
+			return err
+		}
+		var ok bool
+		firstErr = q.QueryRow(ctx, "SELECT pg_sleep(30) IS NULL").Scan(&ok)
+		return firstErr
+	})
+	if err != nil {
+		t.Fatalf("read with a recovery conflict returned %v; want it retried", err)
+	}
+	if calls.Load() < 2 || info.Attempts < 2 {
+		t.Fatalf("fn ran %d times, info %+v: the conflict was not retried", calls.Load(), info)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(firstErr, &pgErr) || pgErr.Code != "40001" {
+		t.Fatalf("first attempt failed with %v, want a recovery conflict (40001)", firstErr)
+	}
+	if !router.Retryable(firstErr) {
+		t.Fatalf("Retryable(%v) = false", firstErr)
+	}
+	if count != 500 {
+		t.Fatalf("count after retry = %d, want 500", count)
+	}
+}
