@@ -144,6 +144,7 @@ type Cluster struct {
 	redisDir  string
 	redisPort int
 	syncConf  string // synchronous_standby_names line added to standbys in Start; "" when async
+	owner     *pidRef // this process when not detached (recorded for sweepStale)
 
 	opMu sync.Mutex // serializes Stop and fault controls
 
@@ -224,13 +225,21 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	logf := opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if opts.Dir == "" {
+		sweepStale(logf)
+	}
 	dir, err := makeBaseDir(opts.Dir, cred)
 	if err != nil {
 		return nil, err
 	}
-	c = &Cluster{dir: dir, bins: bins, cred: cred, detached: opts.Detached, logf: opts.Logf}
-	if c.logf == nil {
-		c.logf = func(string, ...any) {}
+	c = &Cluster{dir: dir, bins: bins, cred: cred, detached: opts.Detached, logf: logf}
+	if !opts.Detached {
+		st, _ := procStartTime(os.Getpid())
+		c.owner = &pidRef{PID: os.Getpid(), Start: st}
 	}
 	defer func() {
 		if err != nil {
@@ -259,6 +268,11 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	c.nodes[0].role = RolePrimary
 	for _, n := range c.nodes[1:] {
 		n.upstream = c.nodes[0].Name
+	}
+	// Record the owner before any server starts, so a process killed during
+	// Start leaves a dir that a later Start can recognise as stale.
+	if err := c.saveState(); err != nil {
+		return c, err
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -333,7 +347,7 @@ func StartTB(tb testing.TB, opts Options) *Cluster {
 // makeBaseDir creates the cluster's base directory (0700, owned by cred).
 func makeBaseDir(dir string, cred *syscall.Credential) (string, error) {
 	if dir == "" {
-		d, err := os.MkdirTemp("", "hsdal-cluster-")
+		d, err := os.MkdirTemp("", tempPrefix)
 		if err != nil {
 			return "", fmt.Errorf("testcluster: %w", err)
 		}

@@ -1,12 +1,14 @@
 package testcluster
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // StateFile is the name of the file, inside the cluster directory, that
@@ -26,8 +28,10 @@ type nodeState struct {
 }
 
 type clusterState struct {
-	Version   int         `json:"version"`
-	Detached  bool        `json:"detached"`
+	Version  int  `json:"version"`
+	Detached bool `json:"detached"`
+	// Owner is the process whose death kills the servers (not detached).
+	Owner     *pidRef     `json:"owner,omitempty"`
 	Bins      binaries    `json:"binaries"`
 	Primary   string      `json:"primary"`
 	Nodes     []nodeState `json:"nodes"`
@@ -49,8 +53,8 @@ func (c *Cluster) saveState() error {
 		c.mu.RUnlock()
 		return nil
 	}
-	st := clusterState{Version: 1, Detached: c.detached, Bins: c.bins, Primary: c.primary.Name,
-		RedisPort: c.redisPort, Redis: refOf(c.redisProc)}
+	st := clusterState{Version: 1, Detached: c.detached, Owner: c.owner, Bins: c.bins,
+		Primary: c.primary.Name, RedisPort: c.redisPort, Redis: refOf(c.redisProc)}
 	for _, n := range c.nodes {
 		st.Nodes = append(st.Nodes, nodeState{Name: n.Name, Port: n.Port, Role: n.role,
 			Upstream: n.upstream, Proc: refOf(n.proc)})
@@ -99,7 +103,7 @@ func Attach(dir string) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{dir: abs, bins: st.Bins, cred: cred, detached: st.Detached,
+	c := &Cluster{dir: abs, bins: st.Bins, cred: cred, detached: st.Detached, owner: st.Owner,
 		logf: func(string, ...any) {}, redisPort: st.RedisPort}
 	if st.RedisPort != 0 {
 		c.redisDir = filepath.Join(abs, "redis")
@@ -150,4 +154,45 @@ func (c *Cluster) PIDs() []int {
 		out = append(out, c.redisProc.pid)
 	}
 	return out
+}
+
+// tempPrefix names the temp dirs Start creates when Options.Dir is "".
+const tempPrefix = "hsdal-cluster-"
+
+// sweepStale removes temp cluster dirs left behind by test processes that
+// died without Stop (their servers died with them through the parent-death
+// signal). A dir is stale when its state names an owner process that is gone;
+// a dir without state is stale after an hour (a Start killed very early).
+// Detached clusters are never touched.
+func sweepStale(logf func(string, ...any)) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), tempPrefix+"*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, StateFile))
+		if errors.Is(err, fs.ErrNotExist) {
+			if st, err := os.Stat(d); err == nil && time.Since(st.ModTime()) > time.Hour {
+				_ = os.RemoveAll(d)
+			}
+			continue
+		}
+		var st clusterState
+		if err != nil || json.Unmarshal(b, &st) != nil || st.Detached || st.Owner == nil ||
+			pidAlive(st.Owner.PID, st.Owner.Start) {
+			continue
+		}
+		var leftovers []pidRef
+		for _, n := range st.Nodes {
+			if n.Proc != nil {
+				leftovers = append(leftovers, *n.Proc)
+			}
+		}
+		if st.Redis != nil {
+			leftovers = append(leftovers, *st.Redis)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = killAndWaitPIDs(ctx, leftovers)
+		cancel()
+		if err == nil && os.RemoveAll(d) == nil {
+			logf("testcluster: removed %s left behind by dead process %d", d, st.Owner.PID)
+		}
+	}
 }

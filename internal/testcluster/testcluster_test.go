@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -22,7 +23,21 @@ import (
 // destroy topology start their own cluster.
 var shared *testcluster.Cluster
 
+// orphanChildEnv makes the test binary start a cluster, print its dir and
+// PIDs, and wait to be killed (see TestServersDieWithTheirProcess).
+const orphanChildEnv = "HSDAL_TESTCLUSTER_ORPHAN_CHILD"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(orphanChildEnv) == "1" {
+		c, err := testcluster.Start(context.Background(), testcluster.Options{Replicas: 1})
+		if err != nil {
+			fmt.Println("ERROR", err)
+			os.Exit(1)
+		}
+		fmt.Println(c.Dir(), strings.Trim(fmt.Sprint(c.PIDs()), "[]"))
+		_, _ = io.Copy(io.Discard, os.Stdin) // until the parent kills us
+		os.Exit(0)
+	}
 	began := time.Now()
 	c, err := testcluster.Start(context.Background(), testcluster.Options{
 		Settings: map[string]string{"max_standby_streaming_delay": "150ms"},

@@ -1,9 +1,13 @@
 package testcluster_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -262,5 +266,70 @@ func BenchmarkStart(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+	}
+}
+
+// TestServersDieWithTheirProcess kills (SIGKILL) a process that started a
+// cluster: its servers must die too (parent-death signal), and the next
+// Start removes the directory it left behind.
+func TestServersDieWithTheirProcess(t *testing.T) {
+	ctx := ctxT(t)
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), orphanChildEnv+"=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		_ = cmd.Process.Kill()
+		t.Fatalf("child: %v", err)
+	}
+	fields := strings.Fields(line)
+	if len(fields) < 6 || fields[0] == "ERROR" {
+		_ = cmd.Process.Kill()
+		t.Fatalf("child reported %q", line)
+	}
+	dir := fields[0]
+	var pids []int
+	for _, f := range fields[1:] {
+		p, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("bad pid %q", f)
+		}
+		pids = append(pids, p)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	for _, p := range pids {
+		for processAlive(p) {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("pid %d outlived the killed process that started it", p)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("expected the dead process's dir to remain until swept: %v", err)
+	}
+	c := testcluster.StartTB(t, testcluster.Options{Replicas: -1, NoRedis: true})
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		_ = os.RemoveAll(dir)
+		t.Errorf("Start did not sweep %s: %v", dir, err)
+	}
+	if len(c.Nodes()) != 1 || len(c.ReplicaDSNs()) != 0 || c.RedisAddr() != "" {
+		t.Errorf("Replicas -1, NoRedis: nodes %d replicas %v redis %q", len(c.Nodes()), c.ReplicaDSNs(), c.RedisAddr())
 	}
 }
