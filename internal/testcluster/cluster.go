@@ -143,7 +143,7 @@ type Cluster struct {
 	nodes     []*Node
 	redisDir  string
 	redisPort int
-	syncConf  string // synchronous_standby_names line added to standbys in Start; "" when async
+	syncConf  string  // synchronous_standby_names line added to standbys in Start; "" when async
 	owner     *pidRef // this process when not detached (recorded for sweepStale)
 
 	opMu sync.Mutex // serializes Stop and fault controls
