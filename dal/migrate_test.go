@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/tern/v2/migrate"
 
 	"github.com/hsdal/hsdal/dal"
 )
@@ -281,4 +282,45 @@ SELECT kind || ' ' || descr FROM (
 		tb.Fatalf("schema fingerprint: %v", err)
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestMigrationsRevertCleanly runs every migration's down part (with tern, on the same
+// files) after Migrate, checks that nothing of the schema is left, and migrates up again.
+func TestMigrationsRevertCleanly(t *testing.T) {
+	ctx := testCtx(t)
+	_, dsn := freshDB(t)
+	if err := dal.Migrate(ctx, dsn); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	conn := mustConnect(t, dsn)
+	m, err := migrate.NewMigrator(ctx, conn, dal.SchemaVersionTable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.LoadMigrations(os.DirFS("migrations")); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.MigrateTo(ctx, 0); err != nil {
+		t.Fatalf("migrate down to 0: %v", err)
+	}
+	rows, err := conn.Query(ctx, `
+SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relname <> $1
+UNION ALL
+SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace`, dal.SchemaVersionTable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("objects left after migrating down: %v", left)
+	}
+	if err := dal.Migrate(ctx, dsn); err != nil {
+		t.Fatalf("Migrate after down: %v", err)
+	}
+	if err := dal.CheckSchema(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
 }
