@@ -292,3 +292,182 @@ func TestRecoveryConflictIsRetried(t *testing.T) {
 		t.Fatalf("count after retry = %d, want 500", count)
 	}
 }
+
+// mostAdvancedStandby returns the running standby that has received the most
+// WAL: the one to promote so that no write confirmed by a quorum standby is
+// lost.
+func mostAdvancedStandby(tb testing.TB, c *testcluster.Cluster) string {
+	tb.Helper()
+	ctx := context.Background()
+	best, bestLSN := "", router.LSN(0)
+	for _, name := range standbyNames(c) {
+		conn, err := pgx.Connect(ctx, c.Node(name).DSN())
+		if err != nil {
+			continue
+		}
+		var s string
+		err = conn.QueryRow(ctx, "SELECT coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text").Scan(&s)
+		conn.Close(ctx)
+		if err != nil {
+			continue
+		}
+		lsn, err := router.ParseLSN(s)
+		if err == nil && (best == "" || lsn > bestLSN) {
+			best, bestLSN = name, lsn
+		}
+	}
+	if best == "" {
+		tb.Fatal("no standby answered")
+	}
+	return best
+}
+
+// TestFailoverSync kills the primary of a synchronous-quorum cluster under a
+// write load, checks that writes fail fast with ErrUnavailable while reads
+// continue, promotes the most advanced standby, and checks that the same
+// router writes to it without a restart and that every acknowledged write
+// survived. It ends with a split brain (a second promotion), which must stop
+// writes.
+func TestFailoverSync(t *testing.T) {
+	c := testcluster.StartTB(t, testcluster.Options{Replicas: 2, Sync: true, NoRedis: true})
+	ctx := context.Background()
+	r := mustRouter(t, configFor(t, c))
+	if !r.Status().Replication.Synchronous() {
+		t.Fatalf("replication mode %+v, want synchronous", r.Status().Replication)
+	}
+	mustExec(t, r, "CREATE TABLE acked (id bigint PRIMARY KEY)")
+	if err := c.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, r)
+
+	// Writers record every id whose write was acknowledged.
+	var (
+		mu          sync.Mutex
+		acked       []int64
+		unknown     int
+		next        atomic.Int64
+		preFailover router.Token
+	)
+	wctx, stopWriters := context.WithCancel(ctx)
+	var writers sync.WaitGroup
+	for range 2 {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			for wctx.Err() == nil {
+				id := next.Add(1)
+				tok, err := r.Write(wctx, func(ctx context.Context, tx pgx.Tx) error {
+					_, err := tx.Exec(ctx, "INSERT INTO acked VALUES ($1)", id)
+					return err
+				})
+				mu.Lock()
+				switch {
+				case err == nil:
+					acked = append(acked, id)
+					preFailover = preFailover.Merge(tok)
+				case errors.Is(err, router.ErrCommitUnknown):
+					unknown++
+				}
+				mu.Unlock()
+				if err != nil {
+					return // the primary is gone: stop this writer
+				}
+			}
+		}()
+	}
+	waitFor(t, 30*time.Second, "some acknowledged writes", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) > 100
+	})
+	if err := c.KillNode(ctx, "pg0"); err != nil {
+		t.Fatal(err)
+	}
+	writers.Wait()
+	stopWriters()
+	mu.Lock()
+	t.Logf("%d writes acknowledged before the kill, %d with unknown outcome", len(acked), unknown)
+	oldTok := preFailover
+	mu.Unlock()
+
+	// Primary gone, nothing promoted: writes fail fast, reads continue.
+	waitFor(t, 10*time.Second, "router to notice the dead primary", func() bool { return r.Status().Primary == "" })
+	for range 5 {
+		_, err := r.Write(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "INSERT INTO acked VALUES (-1)")
+			return err
+		})
+		if !errors.Is(err, router.ErrUnavailable) || !router.Retryable(err) {
+			t.Fatalf("write with the primary down: %v, want ErrUnavailable", err)
+		}
+	}
+	var n int64
+	if _, err := r.Read(ctx, router.Consistency{}, func(ctx context.Context, q router.Querier) error {
+		return q.QueryRow(ctx, "SELECT count(*) FROM acked").Scan(&n)
+	}); err != nil {
+		t.Fatalf("read with the primary down: %v", err)
+	}
+	if _, err := r.Read(ctx, router.Strong(), func(context.Context, router.Querier) error { return nil }); !errors.Is(err, router.ErrUnavailable) {
+		t.Fatalf("strong read with the primary down: %v, want ErrUnavailable", err)
+	}
+
+	// The operator promotes the most advanced standby and re-points the other.
+	newPrimary := mostAdvancedStandby(t, c)
+	if err := c.Promote(ctx, newPrimary); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range standbyNames(c) {
+		if err := c.Rejoin(ctx, name, newPrimary); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newAddr := nodeAddr(c.Node(newPrimary))
+	waitFor(t, 30*time.Second, "router to follow the promotion", func() bool { return r.Status().Primary == newAddr })
+	tok := mustExec(t, r, "INSERT INTO acked VALUES (0)")
+	if tok.Timeline <= oldTok.Timeline {
+		t.Fatalf("token after failover on timeline %d, before on %d", tok.Timeline, oldTok.Timeline)
+	}
+
+	// Every acknowledged write survived.
+	var present []int64
+	if _, err := r.Read(ctx, router.Strong(), func(ctx context.Context, q router.Querier) error {
+		rows, err := q.Query(ctx, "SELECT id FROM acked")
+		if err != nil {
+			return err
+		}
+		present, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	have := map[int64]bool{}
+	for _, id := range present {
+		have[id] = true
+	}
+	for _, id := range acked {
+		if !have[id] {
+			t.Fatalf("acknowledged write %d lost at failover (sync quorum)", id)
+		}
+	}
+
+	// A token from the old timeline is answered by the primary, at once.
+	info, err := r.Read(ctx, router.ReadYourWrites(oldTok), func(context.Context, router.Querier) error { return nil })
+	if err != nil || !info.Primary || info.Timeline != tok.Timeline {
+		t.Fatalf("read with a token from the lost timeline: %+v, %v", info, err)
+	}
+	// And a rejoined standby serves reads again.
+	waitFor(t, 30*time.Second, "rejoined standby to serve", func() bool {
+		info, err := r.Read(ctx, router.ReadYourWrites(tok), func(context.Context, router.Querier) error { return nil })
+		return err == nil && !info.Primary
+	})
+
+	// Split brain: promote a standby of the new primary too.
+	if err := c.Promote(ctx, standbyNames(c)[0]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "router to see two primaries", func() bool { return r.Status().SplitBrain })
+	if _, err := r.Write(ctx, func(context.Context, pgx.Tx) error { return nil }); !errors.Is(err, router.ErrUnavailable) {
+		t.Fatalf("write during split brain: %v, want ErrUnavailable", err)
+	}
+}

@@ -30,6 +30,7 @@ type Router struct {
 	lastPrimary *node  // for change logs and the failover counter
 	lastTL      uint32
 	splitLogged bool
+	lostLogged  bool
 
 	// lastWrite is the newest token this router minted: a position read
 	// after a commit that is visible now, so a later primary read may report
@@ -264,7 +265,13 @@ func (r *Router) rebuild(now time.Time) {
 	t := &topology{timeline: r.lastTL}
 	switch len(primaries) {
 	case 0:
+		if !r.lostLogged && r.lastPrimary != nil {
+			r.log.Warn("router: no reachable primary; writes fail with ErrUnavailable until a node reports pg_is_in_recovery() = false",
+				"last_primary", r.lastPrimary.name, "timeline", r.lastTL)
+			r.lostLogged = true
+		}
 	case 1:
+		r.lostLogged = false
 		t.primary = primaries[0]
 		t.timeline = primaries[0].state.Load().timeline
 		r.splitLogged = false
