@@ -68,6 +68,8 @@ const (
 	kindUserRooms
 	kindDevices
 	kindRoomMembers
+	kindPublicRooms
+	kindMembershipHistory
 )
 
 // cursorShape says which fields of cursorPos a kind's sort key uses.
@@ -75,13 +77,13 @@ type cursorShape struct{ a, b, s bool }
 
 func (k cursorKind) shape() (cursorShape, bool) {
 	switch k {
-	case kindEvents: // stream_ordering
+	case kindEvents, kindMembershipHistory: // stream_ordering, history id
 		return cursorShape{a: true}, true
 	case kindPrivateMessages: // created_ts, id
 		return cursorShape{a: true, b: true}, true
 	case kindUsers, kindJoinedMembers, kindRoomMembers: // created_ts or membership_ts, user_id
 		return cursorShape{a: true, s: true}, true
-	case kindUserRooms, kindDevices: // room_id, device_id
+	case kindUserRooms, kindDevices, kindPublicRooms: // room_id, device_id
 		return cursorShape{s: true}, true
 	}
 	return cursorShape{}, false

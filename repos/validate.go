@@ -1,6 +1,8 @@
 package repos
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -331,6 +333,36 @@ func checkString(field, s string, max int, allowSpaceControls bool) error {
 			return invalid(field, "contains a control character (byte %d)", i+1)
 		}
 		i += w
+	}
+	return nil
+}
+
+// checkJSONObject validates event or message content: a JSON object of at
+// most max bytes, valid UTF-8, without the escape \u0000 (PostgreSQL's
+// jsonb cannot store it).
+func checkJSONObject(field string, b []byte, max int) error {
+	switch {
+	case len(b) == 0:
+		return invalid(field, "empty")
+	case len(b) > max:
+		return invalid(field, "longer than %d bytes", max)
+	case !utf8.Valid(b):
+		return invalid(field, "not valid UTF-8")
+	case !json.Valid(b):
+		return invalid(field, "not valid JSON")
+	}
+	if t := bytes.TrimLeft(b, " \t\r\n"); t[0] != '{' {
+		return invalid(field, "not a JSON object")
+	}
+	// In valid JSON a backslash only starts an escape inside a string.
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		if i+5 < len(b) && b[i+1] == 'u' && string(b[i+2:i+6]) == "0000" {
+			return invalid(field, "contains the escape \\u0000 (NUL)")
+		}
+		i++ // skip the escaped character
 	}
 	return nil
 }
