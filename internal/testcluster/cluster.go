@@ -145,6 +145,8 @@ type Cluster struct {
 	redisPort int
 	syncConf  string  // synchronous_standby_names line added to standbys in Start; "" when async
 	owner     *pidRef // this process when not detached (recorded for sweepStale)
+	// mayMovePorts is true only inside Start, before any port is published.
+	mayMovePorts bool
 
 	opMu sync.Mutex // serializes Stop and fault controls
 
@@ -236,7 +238,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c = &Cluster{dir: dir, bins: bins, cred: cred, detached: opts.Detached, logf: logf}
+	c = &Cluster{dir: dir, bins: bins, cred: cred, detached: opts.Detached, logf: logf, mayMovePorts: true}
 	if !opts.Detached {
 		st, _ := procStartTime(os.Getpid())
 		c.owner = &pidRef{PID: os.Getpid(), Start: st}
@@ -312,6 +314,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 			return c, err
 		}
 	}
+	c.mayMovePorts = false
 	if err := c.WaitReplicated(ctx); err != nil {
 		return c, err
 	}
@@ -680,8 +683,52 @@ func (c *Cluster) enableSync(ctx context.Context, p *Node, names []string) error
 	return nil
 }
 
+// errPortInUse means a server could not bind its port.
+var errPortInUse = errors.New("port in use")
+
+// retryPort runs start; while the cluster is being created (ports not yet
+// published) and start fails because another program took the port between
+// freePorts and the bind, it moves *port to a fresh free port and retries.
+func (c *Cluster) retryPort(what string, port *int, start func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := start()
+		if err == nil || !errors.Is(err, errPortInUse) || !c.mayMovePorts || attempt == 3 {
+			return err
+		}
+		ports, perr := freePorts(1)
+		if perr != nil {
+			return err
+		}
+		c.logf("testcluster: %s: port %d taken meanwhile, retrying on %d", what, *port, ports[0])
+		*port = ports[0]
+	}
+}
+
+// logSize is the current size of a log file (0 if missing).
+func logSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// logSince returns what was appended to a log file after offset.
+func logSince(path string, offset int64) string {
+	b, err := os.ReadFile(path)
+	if err != nil || int64(len(b)) < offset {
+		return ""
+	}
+	return string(b[offset:])
+}
+
 // startPostgres starts n's postmaster and waits until it accepts connections.
 func (c *Cluster) startPostgres(ctx context.Context, n *Node) error {
+	return c.retryPort(n.Name, &n.Port, func() error { return c.startPostgresOnce(ctx, n) })
+}
+
+func (c *Cluster) startPostgresOnce(ctx context.Context, n *Node) error {
+	logOffset := logSize(n.logPath())
 	p, err := spawn(spawnSpec{
 		bin:      c.bins.pg("postgres"),
 		args:     []string{"-D", n.dataDir(), "-p", strconv.Itoa(n.Port)},
@@ -700,7 +747,11 @@ func (c *Cluster) startPostgres(ctx context.Context, n *Node) error {
 	c.mu.Unlock()
 	err = pollUntil(ctx, func() (bool, error) {
 		if p.exited() {
-			return false, fmt.Errorf("testcluster: %s exited during startup; log tail:\n%s", n.Name, logTail(n.logPath()))
+			err := fmt.Errorf("testcluster: %s exited during startup; log tail:\n%s", n.Name, logTail(n.logPath()))
+			if strings.Contains(logSince(n.logPath(), logOffset), "Address already in use") {
+				err = fmt.Errorf("%w: %w", errPortInUse, err)
+			}
+			return false, err
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -719,7 +770,12 @@ func (c *Cluster) startPostgres(ctx context.Context, n *Node) error {
 
 // startRedis starts redis-server on c.redisPort and waits until it answers PING.
 func (c *Cluster) startRedis(ctx context.Context) error {
+	return c.retryPort("redis", &c.redisPort, func() error { return c.startRedisOnce(ctx) })
+}
+
+func (c *Cluster) startRedisOnce(ctx context.Context) error {
 	logPath := filepath.Join(c.redisDir, "redis.log")
+	logOffset := logSize(logPath)
 	p, err := spawn(spawnSpec{
 		bin: c.bins.Redis,
 		args: []string{"--port", strconv.Itoa(c.redisPort), "--bind", "127.0.0.1",
@@ -740,7 +796,11 @@ func (c *Cluster) startRedis(ctx context.Context) error {
 	c.mu.Unlock()
 	err = pollUntil(ctx, func() (bool, error) {
 		if p.exited() {
-			return false, fmt.Errorf("testcluster: redis exited during startup; log tail:\n%s", logTail(logPath))
+			err := fmt.Errorf("testcluster: redis exited during startup; log tail:\n%s", logTail(logPath))
+			if strings.Contains(logSince(logPath, logOffset), "Address already in use") {
+				err = fmt.Errorf("%w: %w", errPortInUse, err)
+			}
+			return false, err
 		}
 		return redisPing(ctx, c.RedisAddr()) == nil, nil
 	})
