@@ -1,0 +1,181 @@
+package dal
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/hsdal/hsdal/repos"
+	"github.com/hsdal/hsdal/router"
+)
+
+// ErrConfig reports a configuration that cannot work (no primary DSN, a bad
+// cursor key). Errors from Open and ConfigFromEnv wrap it.
+var ErrConfig = errors.New("dal: invalid config")
+
+// Config configures a DAL. Only PrimaryDSN is required; every other field's
+// zero value means the default documented on it.
+type Config struct {
+	// PrimaryDSN is the PostgreSQL primary (a URL or key=value DSN, possibly
+	// multi-host). Its role is still discovered by probing.
+	PrimaryDSN string
+	// ReplicaDSNs are hot standbys to serve reads. Default none: every read
+	// goes to the primary.
+	ReplicaDSNs []string
+	// CursorKey signs pagination cursors; every instance of a deployment
+	// must share it (at least 16 bytes). Default: a random per-process key,
+	// which is only right for a single instance.
+	CursorKey []byte
+
+	// Router tunes routing (pools, probing, staleness, breakers, retries).
+	// Its PrimaryDSN and ReplicaDSNs are taken from the fields above.
+	Router router.Config
+	// Repos tunes the repositories (page sizes, clock, tracing). Its
+	// CursorKey is taken from the field above when that is set.
+	Repos repos.Config
+}
+
+// Environment variables read by ConfigFromEnv.
+const (
+	EnvPrimaryDSN  = "HSDAL_PRIMARY_DSN"
+	EnvReplicaDSNs = "HSDAL_REPLICA_DSNS" // comma-separated
+	EnvRedisAddr   = "HSDAL_REDIS_ADDR"
+	EnvCursorKey   = "HSDAL_CURSOR_KEY" // hex or base64
+)
+
+// ConfigFromEnv builds a Config from HSDAL_PRIMARY_DSN, HSDAL_REPLICA_DSNS
+// (comma-separated) and HSDAL_CURSOR_KEY (hex or base64, at least 16 bytes),
+// the variables `make up` writes to .cluster.env. Errors wrap ErrConfig and
+// never include a DSN's password.
+func ConfigFromEnv() (Config, error) {
+	cfg := Config{PrimaryDSN: strings.TrimSpace(os.Getenv(EnvPrimaryDSN))}
+	if cfg.PrimaryDSN == "" {
+		return Config{}, fmt.Errorf("%w: %s is not set", ErrConfig, EnvPrimaryDSN)
+	}
+	for _, d := range strings.Split(os.Getenv(EnvReplicaDSNs), ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			cfg.ReplicaDSNs = append(cfg.ReplicaDSNs, d)
+		}
+	}
+	if k := strings.TrimSpace(os.Getenv(EnvCursorKey)); k != "" {
+		key, err := decodeKey(k)
+		if err != nil {
+			return Config{}, fmt.Errorf("%w: %s: %v", ErrConfig, EnvCursorKey, err)
+		}
+		cfg.CursorKey = key
+	}
+	return cfg, nil
+}
+
+func decodeKey(s string) ([]byte, error) {
+	if b, err := hex.DecodeString(s); err == nil {
+		return b, nil
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			return b, nil
+		}
+	}
+	return nil, errors.New("neither hex nor base64")
+}
+
+// RedactDSN returns dsn with any password replaced by "xxxxx", for logs and
+// error messages. It handles URL and key=value forms; a DSN it cannot parse
+// is replaced entirely.
+func RedactDSN(dsn string) string {
+	if strings.Contains(dsn, "://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "<unparseable DSN>"
+		}
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		return u.String()
+	}
+	fields := strings.Fields(dsn)
+	for i, f := range fields {
+		if k, _, ok := strings.Cut(f, "="); ok && strings.EqualFold(strings.TrimSpace(k), "password") {
+			fields[i] = k + "=xxxxx"
+		}
+	}
+	return strings.Join(fields, " ")
+}
+
+// DAL is an open data-access layer: the typed repositories (d.Users,
+// d.Devices, d.AccessTokens, d.Rooms, d.Memberships, d.Events,
+// d.PrivateMessages) over a router that sends writes to the primary and reads
+// to replicas whenever the requested consistency allows. Safe for concurrent
+// use; Close it when done.
+type DAL struct {
+	*repos.Repos
+	router *router.Router
+}
+
+// Open connects to the cluster, checks that the database schema is the one
+// this build was written for, and returns a ready DAL.
+//
+// Errors: ErrConfig for an unusable config; ErrSchemaMismatch (a
+// *SchemaVersionError saying whether to migrate or to upgrade) when the
+// schema differs; router errors (router.ErrUnavailable) when no node can be
+// reached.
+func Open(ctx context.Context, cfg Config) (*DAL, error) {
+	if cfg.PrimaryDSN == "" {
+		return nil, fmt.Errorf("%w: PrimaryDSN is required", ErrConfig)
+	}
+	rc := cfg.Router
+	rc.PrimaryDSN, rc.ReplicaDSNs = cfg.PrimaryDSN, cfg.ReplicaDSNs
+	rt, err := router.New(ctx, rc)
+	if err != nil {
+		return nil, fmt.Errorf("dal: open: %w", err)
+	}
+	if err := checkSchemaVia(ctx, rt); err != nil {
+		rt.Close()
+		return nil, err
+	}
+	pc := cfg.Repos
+	if cfg.CursorKey != nil {
+		pc.CursorKey = cfg.CursorKey
+	}
+	rp, err := repos.New(rt, pc)
+	if err != nil {
+		rt.Close()
+		if errors.Is(err, repos.ErrInvalidArgument) {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+		return nil, fmt.Errorf("dal: open: %w", err)
+	}
+	return &DAL{Repos: rp, router: rt}, nil
+}
+
+// checkSchemaVia reads the schema version on the primary, or on a replica
+// when the primary is unavailable (a replica has the same schema as the
+// primary it replays).
+func checkSchemaVia(ctx context.Context, rt *router.Router) error {
+	check := func(ctx context.Context, q router.Querier) error { return CheckSchema(ctx, q) }
+	_, err := rt.Read(ctx, router.Strong(), check)
+	if errors.Is(err, router.ErrUnavailable) {
+		_, err = rt.Read(ctx, router.BoundedStaleness(0), check)
+	}
+	if err != nil && !errors.Is(err, ErrSchemaMismatch) {
+		return fmt.Errorf("dal: open: %w", err)
+	}
+	return err
+}
+
+// Router is the DAL's router, for routing status (Status), sessions and
+// custom queries through the same consistency rules.
+func (d *DAL) Router() *router.Router { return d.router }
+
+// Close releases every connection. The DAL must not be used afterwards.
+func (d *DAL) Close() { d.router.Close() }
