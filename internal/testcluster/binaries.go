@@ -38,7 +38,9 @@ func hasPGTools(dir string) bool {
 
 // findPGBin looks, in order, at `pg_config --bindir`, /usr/lib/postgresql/*/bin
 // (highest major version first) and the directory of `postgres` on PATH.
-func findPGBin() (string, error) {
+func findPGBin() (string, error) { return findPGBinIn("/usr/lib/postgresql/*/bin") }
+
+func findPGBinIn(glob string) (string, error) {
 	if pgc, err := exec.LookPath("pg_config"); err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		out, err := exec.CommandContext(ctx, pgc, "--bindir").Output()
@@ -47,7 +49,7 @@ func findPGBin() (string, error) {
 			return dir, nil
 		}
 	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	dirs, _ := filepath.Glob(glob)
 	sort.Slice(dirs, func(i, j int) bool { return pgVersionOf(dirs[i]) > pgVersionOf(dirs[j]) })
 	for _, d := range dirs {
 		if hasPGTools(d) {
@@ -73,10 +75,14 @@ func pgVersionOf(bindir string) float64 {
 
 // findRedis looks for redis-server on PATH, then in the usual install places.
 func findRedis() (string, error) {
+	return findRedisIn([]string{"/usr/bin/redis-server", "/usr/local/bin/redis-server", "/usr/sbin/redis-server"})
+}
+
+func findRedisIn(candidates []string) (string, error) {
 	if p, err := exec.LookPath("redis-server"); err == nil {
 		return p, nil
 	}
-	for _, p := range []string{"/usr/bin/redis-server", "/usr/local/bin/redis-server", "/usr/sbin/redis-server"} {
+	for _, p := range candidates {
 		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
 			return p, nil
 		}
