@@ -42,6 +42,8 @@
 //     behind application locks;
 //   - produces an OpenTelemetry span and metrics (runs, duration, rows).
 //
+// Usage:
+//
 //	m, err := maint.New(pool, maint.Config{Logger: logger})
 //	res, err := m.Run(ctx, maint.JobExpiredTokens)
 //	rep, err := m.Report(ctx, maint.ReportOptions{})

@@ -195,8 +195,8 @@ type RedundantIndex struct {
 }
 
 // redundantIndexes finds exact duplicates and prefix-covered indexes. Of
-// two duplicates the one that enforces a constraint (or, failing that, the
-// later name) is kept, so the other is reported.
+// two duplicates the one that enforces a constraint or uniqueness (or,
+// failing that, the alphabetically first) is kept, and the other reported.
 func redundantIndexes(idx []IndexStats) []RedundantIndex {
 	var out []RedundantIndex
 	for i, a := range idx {
@@ -212,7 +212,7 @@ func redundantIndexes(idx []IndexStats) []RedundantIndex {
 				// Report a (the one to drop) if b is the better keeper.
 				aKeeps := a.Constraint != "" || a.Unique
 				bKeeps := b.Constraint != "" || b.Unique
-				if aKeeps && !bKeeps || (aKeeps == bKeeps && a.Index > b.Index) {
+				if aKeeps && !bKeeps || (aKeeps == bKeeps && a.Index < b.Index) {
 					continue
 				}
 				out = append(out, RedundantIndex{Table: a.Table, Index: a.Index, CoveredBy: b.Index,
