@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sony/gobreaker/v2"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
@@ -34,7 +33,7 @@ func NewFakeRouter(cfg Config, names ...string) (*Router, error) {
 	for i, name := range names {
 		n := &node{idx: i, name: name, kick: make(chan struct{}, 1)}
 		n.state.Store(&nodeState{})
-		n.breaker = newBreaker(name, cfg.Breaker, func(_, to gobreaker.State) { n.breakerOpen.Store(to == gobreaker.StateOpen) })
+		n.newBreaker(cfg.Breaker, nil)
 		r.nodes = append(r.nodes, n)
 	}
 	if r.tel, err = newTelemetry(r); err != nil {
@@ -69,11 +68,11 @@ func (r *Router) FakeInflight(name string, v int64) { r.fakeNode(name).inflight.
 func (r *Router) FakeTrip(name string) {
 	n := r.fakeNode(name)
 	for range r.cfg.Breaker.Failures {
-		done, err := n.breaker.Allow()
-		if err != nil {
+		t, ok := n.admit()
+		if !ok {
 			return
 		}
-		done(errBreakerFailure)
+		n.report(t, classConn)
 	}
 }
 

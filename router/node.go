@@ -32,8 +32,9 @@ type node struct {
 	state    atomic.Pointer[nodeState]
 	inflight atomic.Int64
 
-	breaker     *gobreaker.TwoStepCircuitBreaker[struct{}]
-	breakerOpen atomic.Bool // last state reported by the breaker is open (fast path)
+	breaker      *gobreaker.TwoStepCircuitBreaker[struct{}]
+	breakerState atomic.Int32 // last gobreaker.State reported by OnStateChange
+	lastFailed   atomic.Bool  // the last reported outcome was a failure
 
 	tel nodeTelemetry
 }
@@ -228,6 +229,9 @@ func applyPoolConfig(pc *pgxpool.Config, p PoolConfig) {
 	if pc.ConnConfig.ConnectTimeout == 0 {
 		pc.ConnConfig.ConnectTimeout = p.ConnectTimeout
 	}
+	// The liveness ping of a connection idle for over a second must not
+	// hang on a black-holed node.
+	pc.PingTimeout = pc.ConnConfig.ConnectTimeout
 	rp := pc.ConnConfig.RuntimeParams
 	if rp["application_name"] == "" {
 		rp["application_name"] = "hsdal"
@@ -248,9 +252,11 @@ func probeConfig(pc *pgxpool.Config, timeout time.Duration) *pgx.ConnConfig {
 	return c
 }
 
-func newBreaker(name string, bc BreakerConfig, onChange func(from, to gobreaker.State)) *gobreaker.TwoStepCircuitBreaker[struct{}] {
-	return gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        name,
+// newBreaker gives n its breaker; onChange (optional) is told of state
+// changes.
+func (n *node) newBreaker(bc BreakerConfig, onChange func(from, to gobreaker.State)) {
+	n.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        n.name,
 		MaxRequests: bc.HalfOpenRequests,
 		Timeout:     bc.OpenTimeout,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= bc.Failures },
@@ -259,9 +265,52 @@ func newBreaker(name string, bc BreakerConfig, onChange func(from, to gobreaker.
 		},
 		IsExcluded: func(err error) bool { return errors.Is(err, errBreakerExcluded) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
-			onChange(from, to)
+			n.breakerState.Store(int32(to))
+			if onChange != nil {
+				onChange(from, to)
+			}
 		},
 	})
+}
+
+// ticket is an admission by the breaker; done is nil on the fast path.
+type ticket struct{ done func(error) }
+
+// admit asks n's breaker to let one request through. Fast path: while the
+// breaker is closed and the last outcome was not a failure, successes
+// need not be reported (the consecutive-failure count is already zero), so
+// the breaker is not consulted at all.
+func (n *node) admit() (ticket, bool) {
+	if gobreaker.State(n.breakerState.Load()) == gobreaker.StateClosed && !n.lastFailed.Load() {
+		return ticket{}, true
+	}
+	done, err := n.breaker.Allow()
+	if err != nil {
+		return ticket{}, false
+	}
+	return ticket{done: done}, true
+}
+
+// report tells n's breaker how an admitted request ended.
+func (n *node) report(t ticket, c errClass) {
+	o := breakerOutcome(c)
+	if t.done != nil {
+		t.done(o)
+		switch o {
+		case nil:
+			n.lastFailed.Store(false)
+		case errBreakerFailure:
+			n.lastFailed.Store(true)
+		}
+		return
+	}
+	if o == errBreakerFailure {
+		// Fast-path request failed: count it now.
+		if done, err := n.breaker.Allow(); err == nil {
+			done(o)
+		}
+		n.lastFailed.Store(true)
+	}
 }
 
 // Outcomes reported to a breaker.
@@ -285,7 +334,7 @@ func breakerOutcome(c errClass) error {
 // avoids the breaker's mutex on the hot path; an open breaker is asked, so
 // that it can move to half-open once its timeout passed.
 func (n *node) usable() bool {
-	if !n.breakerOpen.Load() {
+	if gobreaker.State(n.breakerState.Load()) != gobreaker.StateOpen {
 		return true
 	}
 	return n.breaker.State() != gobreaker.StateOpen

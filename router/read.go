@@ -177,9 +177,18 @@ func (d *decision) nodeName() string {
 	return d.n.name
 }
 
-// acquire gets a connection from n's pool within Pool.AcquireTimeout.
+// acquire gets a connection from n's pool. While n has a free slot (fewer
+// requests in flight than MaxConns) Acquire does not queue: it returns an
+// idle connection or dials one, bounded by ConnectTimeout. Only when the
+// pool may be saturated does the wait get Pool.AcquireTimeout, which saves
+// a timer and a context per request on the hot path.
 func (r *Router) acquire(ctx context.Context, n *node) (*pgxpool.Conn, error) {
 	start := time.Now()
+	if n.inflight.Load() <= int64(r.cfg.Pool.MaxConns) {
+		conn, err := n.pool.Acquire(ctx)
+		r.tel.acquired(ctx, n, time.Since(start))
+		return conn, err
+	}
 	actx, cancel := context.WithTimeout(ctx, r.cfg.Pool.AcquireTimeout)
 	conn, err := n.pool.Acquire(actx)
 	cancel()
@@ -195,8 +204,8 @@ func (r *Router) acquire(ctx context.Context, n *node) (*pgxpool.Conn, error) {
 // errReplicaBehind when a rechecked replica had not replayed the token.
 func (r *Router) runRead(ctx context.Context, d *decision, req requirement, fn func(context.Context, Querier) error, op readOp) (LSN, error) {
 	n := d.n
-	done, err := n.breaker.Allow()
-	if err != nil {
+	tk, ok := n.admit()
+	if !ok {
 		return 0, errSkipNode
 	}
 	n.inflight.Add(1)
@@ -205,7 +214,7 @@ func (r *Router) runRead(ctx context.Context, d *decision, req requirement, fn f
 	conn, err := r.acquire(ctx, n)
 	if err != nil {
 		cls := classify(err, !d.primary)
-		done(breakerOutcome(cls))
+		n.report(tk, cls)
 		r.tel.query(ctx, n, op, d.primary, cls, time.Since(start))
 		return 0, err
 	}
@@ -218,12 +227,12 @@ func (r *Router) runRead(ctx context.Context, d *decision, req requirement, fn f
 		pos, err = r.recheck(ctx, conn, req.token)
 		if err != nil {
 			cls := classify(err, true)
-			done(breakerOutcome(cls))
+			n.report(tk, cls)
 			r.tel.query(ctx, n, op, d.primary, cls, time.Since(start))
 			return 0, err
 		}
 		if pos < req.token.LSN {
-			done(nil)
+			n.report(tk, classNone)
 			return 0, errReplicaBehind
 		}
 	}
@@ -237,7 +246,7 @@ func (r *Router) runRead(ctx context.Context, d *decision, req requirement, fn f
 	if err != nil && pc.IsClosed() && cls == classSQL {
 		cls = classConn // the connection died under fn, whatever fn made of the error
 	}
-	done(breakerOutcome(cls))
+	n.report(tk, cls)
 	r.tel.query(ctx, n, op, d.primary, cls, time.Since(start))
 	if cls == classConn {
 		r.reprobeNode(n)

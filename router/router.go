@@ -86,8 +86,7 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 			kick:      make(chan struct{}, 1),
 		}
 		n.state.Store(&nodeState{err: "not probed yet"})
-		n.breaker = newBreaker(n.name, cfg.Breaker, func(from, to gobreaker.State) {
-			n.breakerOpen.Store(to == gobreaker.StateOpen)
+		n.newBreaker(cfg.Breaker, func(from, to gobreaker.State) {
 			r.log.Warn("router: breaker state change", "node", n.name, "from", from.String(), "to", to.String())
 		})
 		pool, err := pgxpool.NewWithConfig(r.ctx, pc)

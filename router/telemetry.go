@@ -36,9 +36,11 @@ var outcomes = [...]errClass{classNone, classSQL, classCanceled, classConn, clas
 // nodeTelemetry holds a node's precomputed attribute sets, so recording a
 // measurement does not build attributes on the hot path.
 type nodeTelemetry struct {
-	count    [3][2][len(outcomes)]metric.AddOption // [op][primary][outcome]
-	duration [3][2]metric.RecordOption
-	acquire  metric.RecordOption
+	// Option slices are built once: passing a prebuilt slice to a variadic
+	// parameter does not allocate.
+	count    [3][2][len(outcomes)][]metric.AddOption // [op][primary][outcome]
+	duration [3][2][]metric.RecordOption
+	acquire  []metric.RecordOption
 	attr     attribute.KeyValue
 }
 
@@ -53,8 +55,9 @@ type telemetry struct {
 	failovers metric.Int64Counter
 	reg       metric.Registration
 
-	retryOpts    [classReadOnly + 1]metric.AddOption
-	fallbackOpts [len(reasonNames)]metric.AddOption
+	retryOpts    [classReadOnly + 1][]metric.AddOption
+	fallbackOpts [len(reasonNames)][]metric.AddOption
+	clientKind   []trace.SpanStartOption
 }
 
 func roleName(primary bool) string {
@@ -74,7 +77,8 @@ func newTelemetry(r *Router) (*telemetry, error) {
 		tp = otel.GetTracerProvider()
 	}
 	m := mp.Meter(instrumentationName)
-	t := &telemetry{tracer: tp.Tracer(instrumentationName)}
+	t := &telemetry{tracer: tp.Tracer(instrumentationName),
+		clientKind: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}}
 	var errs []error
 	check := func(err error) {
 		if err != nil {
@@ -114,10 +118,10 @@ func newTelemetry(r *Router) (*telemetry, error) {
 		return nil, fmt.Errorf("router: metrics: %v", errs)
 	}
 	for c := range t.retryOpts {
-		t.retryOpts[c] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", errClass(c).String())))
+		t.retryOpts[c] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", errClass(c).String())))}
 	}
 	for i := range t.fallbackOpts {
-		t.fallbackOpts[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", reason(i).String())))
+		t.fallbackOpts[i] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", reason(i).String())))}
 	}
 	for _, n := range r.nodes {
 		nt := &n.tel
@@ -125,16 +129,16 @@ func newTelemetry(r *Router) (*telemetry, error) {
 		for op := range nt.count {
 			for p := range nt.count[op] {
 				role := roleName(p == 1)
-				nt.duration[op][p] = metric.WithAttributeSet(attribute.NewSet(nt.attr,
-					attribute.String("role", role), attribute.String("op", opNames[op])))
+				nt.duration[op][p] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(nt.attr,
+					attribute.String("role", role), attribute.String("op", opNames[op])))}
 				for o, cls := range outcomes {
-					nt.count[op][p][o] = metric.WithAttributeSet(attribute.NewSet(nt.attr,
+					nt.count[op][p][o] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(nt.attr,
 						attribute.String("role", role), attribute.String("op", opNames[op]),
-						attribute.String("outcome", cls.String())))
+						attribute.String("outcome", cls.String())))}
 				}
 			}
 		}
-		nt.acquire = metric.WithAttributeSet(attribute.NewSet(nt.attr))
+		nt.acquire = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(nt.attr))}
 	}
 	t.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		top := r.topo.Load()
@@ -196,22 +200,22 @@ func (t *telemetry) query(ctx context.Context, n *node, op readOp, primary bool,
 	if primary {
 		p = 1
 	}
-	t.queries.Add(ctx, 1, n.tel.count[op][p][outcomeIndex(cls)])
-	t.duration.Record(ctx, d.Seconds(), n.tel.duration[op][p])
+	t.queries.Add(ctx, 1, n.tel.count[op][p][outcomeIndex(cls)]...)
+	t.duration.Record(ctx, d.Seconds(), n.tel.duration[op][p]...)
 }
 
 func (t *telemetry) acquired(ctx context.Context, n *node, d time.Duration) {
-	t.acquire.Record(ctx, d.Seconds(), n.tel.acquire)
+	t.acquire.Record(ctx, d.Seconds(), n.tel.acquire...)
 }
 
 func (t *telemetry) retry(ctx context.Context, cls errClass) {
-	t.retries.Add(ctx, 1, t.retryOpts[cls])
+	t.retries.Add(ctx, 1, t.retryOpts[cls]...)
 }
 
 func (t *telemetry) retryDenied(ctx context.Context) { t.denied.Add(ctx, 1) }
 
 func (t *telemetry) fallback(ctx context.Context, why reason) {
-	t.fallbacks.Add(ctx, 1, t.fallbackOpts[why])
+	t.fallbacks.Add(ctx, 1, t.fallbackOpts[why]...)
 }
 
 func (t *telemetry) failover() { t.failovers.Add(context.Background(), 1) }
@@ -222,7 +226,7 @@ func (t *telemetry) probed(*node, *nodeState) {}
 var spanNames = [...]string{opRead: "router.read", opReadTx: "router.read_tx", opWrite: "router.write"}
 
 func (t *telemetry) startRead(ctx context.Context, op readOp, c Consistency) (context.Context, trace.Span) {
-	ctx, sp := t.tracer.Start(ctx, spanNames[op], trace.WithSpanKind(trace.SpanKindClient))
+	ctx, sp := t.tracer.Start(ctx, spanNames[op], t.clientKind...)
 	if sp.IsRecording() {
 		sp.SetAttributes(attribute.String("hsdal.consistency", c.String()))
 	}
@@ -259,7 +263,7 @@ func (t *telemetry) endRead(ctx context.Context, sp trace.Span, op readOp, d dec
 }
 
 func (t *telemetry) startWrite(ctx context.Context) (context.Context, trace.Span) {
-	return t.tracer.Start(ctx, spanNames[opWrite], trace.WithSpanKind(trace.SpanKindClient))
+	return t.tracer.Start(ctx, spanNames[opWrite], t.clientKind...)
 }
 
 func (t *telemetry) endWrite(_ context.Context, sp trace.Span, d decision, tok Token, err error) {

@@ -96,16 +96,16 @@ func (r *Router) primaryPos(probed LSN, tl uint32) LSN {
 
 func (r *Router) write(ctx context.Context, d decision, fn func(context.Context, pgx.Tx) error) (tok Token, err error) {
 	n := d.n
-	done, err := n.breaker.Allow()
-	if err != nil {
-		return Token{}, fmt.Errorf("%w: primary %s is failing (breaker %v)", ErrUnavailable, n.name, err)
+	tk, ok := n.admit()
+	if !ok {
+		return Token{}, fmt.Errorf("%w: primary %s is failing (breaker open)", ErrUnavailable, n.name)
 	}
 	n.inflight.Add(1)
 	defer n.inflight.Add(-1)
 	start := time.Now()
 	cls := classNone
 	defer func() {
-		done(breakerOutcome(cls))
+		n.report(tk, cls)
 		r.tel.query(ctx, n, opWrite, true, cls, time.Since(start))
 		switch cls {
 		case classConn, classReadOnly:
