@@ -28,7 +28,8 @@ type resultRow struct {
 	ReplicaShare  float64 `json:"replica_share"`
 	RYWViolations int     `json:"ryw_violations"`
 	// RatioVsRawPrimary is ops_per_sec / raw-primary's ops_per_sec in the same
-	// scenario; 0 when the scenario has no raw-primary run.
+	// scenario (raw-replica's in routing-replica, which measures raw pgx on
+	// the same replica); 0 when the scenario has no such run.
 	RatioVsRawPrimary float64 `json:"ratio_vs_raw_primary"`
 	// Depth is the paging depth (paging scenarios only).
 	Depth int `json:"depth,omitempty"`
@@ -99,9 +100,11 @@ func (r *report) fillRatios() {
 		s    string
 		d, c int
 	}
+	// The base is raw-primary, or raw pgx on the same replica where a
+	// scenario measures replica reads (routing-replica).
 	base := map[key]float64{}
 	for _, row := range r.Results {
-		if row.Variant == "raw-primary" {
+		if row.Variant == "raw-primary" || row.Variant == "raw-replica" {
 			base[key{row.Scenario, row.Depth, row.Concurrency}] = row.OpsPerSec
 		}
 	}
