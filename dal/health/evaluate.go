@@ -110,11 +110,11 @@ func level[T int64 | float64 | time.Duration](v, warn, crit T) (Status, T) {
 // that had data. It is pure: no I/O, no clock, safe for concurrent use.
 //
 // Rules:
-//   - nodes: no reachable primary is CRITICAL, more than one is CRITICAL
-//     (split brain); an unreachable node that was last seen as (or is
-//     configured as) anything is WARN, except when it leaves no primary;
-//     a standby with paused replay is WARN; standby lag in time and bytes
-//     against the ReplicaLag* bounds;
+//   - nodes: no reachable primary is CRITICAL (writes fail), more than one
+//     is CRITICAL (split brain); each unreachable node is WARN on its own
+//     (reads move elsewhere; if it was the primary, the primary rule above
+//     is what turns CRITICAL); a standby with paused replay is WARN; standby
+//     lag in time and in bytes against the ReplicaLag* bounds;
 //   - pools: utilisation, mean acquire wait, failed acquires;
 //   - queries: mean duration and slow-query rate;
 //   - Redis down is WARN (reads fall back to PostgreSQL);
