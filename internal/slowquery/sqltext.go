@@ -7,7 +7,7 @@ import (
 
 // Normalize returns sql in a form fit for logs and metrics: runs of
 // whitespace collapsed to one space, comments removed, and — unless
-// keepLiterals is set — every string literal (including E'' and
+// keepLiterals is set — every string literal (including E” and
 // dollar-quoted ones) and numeric constant replaced with "?", so values an
 // application inlined into its SQL text do not leak. Placeholders ($1),
 // identifiers and quoted identifiers are kept. The result is cut to at most
