@@ -11,8 +11,8 @@ import (
 // redactedPassword replaces passwords in anything this program prints.
 const redactedPassword = "xxxxx"
 
-// kvPassword matches password=... in a key/value connection string, quoted
-// ('...' with \' or '' escapes) or bare.
+// kvPassword matches password=... in a key/value connection string: a
+// single-quoted value (backslash or doubled-quote escapes inside) or a bare one.
 var kvPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.|'')*'|[^\s]*)`)
 
 // RedactDSN returns dsn with its password replaced by "xxxxx", for URL
