@@ -72,7 +72,7 @@ WHERE t.token_hash = $1 AND t.deleted_at IS NULL
 	// deactivated and the device, if any, is live.
 	sqlInsertToken = `
 INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts)
-SELECT $1, $2, NULLIF($3, ''), $4, NULLIF($5, 0)
+SELECT $1, $2, NULLIF($3, ''), $4, NULLIF($5::bigint, 0)
 FROM users u
 WHERE u.user_id = $2 AND u.deleted_at IS NULL AND NOT u.deactivated
   AND ($3 = '' OR EXISTS (SELECT 1 FROM devices d

@@ -2,6 +2,7 @@ package repos
 
 import (
 	"context"
+	"errors"
 
 	"github.com/jackc/pgx/v5"
 
@@ -110,50 +111,53 @@ UPDATE devices SET last_seen_ts = $3, last_seen_ip = COALESCE(NULLIF($4, ''), la
 WHERE user_id = $1 AND device_id = $2 AND deleted_at IS NULL
   AND (last_seen_ts IS NULL OR last_seen_ts <= $5 OR ($4 <> '' AND last_seen_ip IS DISTINCT FROM $4))`
 
-	// Soft-deletes devices and, with the same timestamp, their live access
-	// and refresh tokens (so a restore can revive exactly those). $2 NULL
-	// means all devices; $4 is a device to keep ("" none).
+	// Soft-deletes devices. Their access and refresh tokens are not
+	// touched: every token read path joins the device and hides tokens of a
+	// deleted device, so RestoreDevice brings back exactly the sessions
+	// that were live. The live tokens' hashes are returned for cache
+	// invalidation. $2 NULL means all devices; $4 is a device to keep
+	// ("" none).
 	sqlDeleteDevices = `
 WITH d AS (
     UPDATE devices SET deleted_at = $3
     WHERE user_id = $1 AND deleted_at IS NULL
       AND ($2::text[] IS NULL OR device_id = ANY($2)) AND device_id <> $4
     RETURNING device_id
-), t AS (
-    UPDATE access_tokens SET deleted_at = $3
-    WHERE user_id = $1 AND device_id IN (SELECT device_id FROM d) AND deleted_at IS NULL
-    RETURNING token_hash
-), r AS (
-    UPDATE refresh_tokens SET deleted_at = $3
-    WHERE user_id = $1 AND device_id IN (SELECT device_id FROM d) AND deleted_at IS NULL
-    RETURNING id
 )
 SELECT COALESCE((SELECT array_agg(device_id) FROM d), '{}') AS devices,
-       COALESCE((SELECT array_agg(token_hash) FROM t), '{}') AS token_hashes,
-       (SELECT count(*) FROM r) AS refresh_tokens`
+       COALESCE((SELECT array_agg(t.token_hash) FROM access_tokens t
+                 WHERE t.user_id = $1 AND t.device_id IN (SELECT device_id FROM d)
+                   AND t.deleted_at IS NULL), '{}') AS token_hashes`
 
+	sqlRestoreDevice = `
+UPDATE devices SET deleted_at = NULL
+WHERE user_id = $1 AND device_id = $2 AND deleted_at IS NOT NULL`
+
+	sqlDeviceTokenHashes = `
+SELECT token_hash FROM access_tokens WHERE user_id = $1 AND device_id = $2 AND deleted_at IS NULL`
+
+	// A login that reuses the ID of a soft-deleted device must not revive
+	// the sessions that were logged out with it: first revoke them (with
+	// the device's deletion time), then upsert.
 	sqlDeletedDeviceAt = `
 SELECT deleted_at FROM devices WHERE user_id = $1 AND device_id = $2 AND deleted_at IS NOT NULL
 FOR UPDATE`
 
-	sqlRestoreDevice = `
-WITH d AS (
-    UPDATE devices SET deleted_at = NULL
-    WHERE user_id = $1 AND device_id = $2 AND deleted_at = $3
-), t AS (
-    UPDATE access_tokens SET deleted_at = NULL
-    WHERE user_id = $1 AND device_id = $2 AND deleted_at = $3
+	sqlRevokeDeviceTokens = `
+WITH t AS (
+    UPDATE access_tokens SET deleted_at = $3
+    WHERE user_id = $1 AND device_id = $2 AND deleted_at IS NULL
     RETURNING token_hash
 ), r AS (
-    UPDATE refresh_tokens SET deleted_at = NULL
-    WHERE user_id = $1 AND device_id = $2 AND deleted_at = $3
+    UPDATE refresh_tokens SET deleted_at = $3
+    WHERE user_id = $1 AND device_id = $2 AND deleted_at IS NULL
 )
 SELECT COALESCE(array_agg(token_hash), '{}') FROM t`
 )
 
 // UpsertDevice creates a device for a live, non-deactivated user, or revives
-// and updates the user's device with that ID (clearing a soft delete; its
-// old access tokens stay revoked).
+// and updates the user's device with that ID (clearing a soft delete; the
+// access and refresh tokens it had when deleted are revoked, not revived).
 //
 // Errors: ErrInvalidArgument; ErrNotFound if the user is absent,
 // soft-deleted or deactivated; ErrUnavailable.
@@ -174,11 +178,23 @@ func (d *Devices) UpsertDevice(ctx context.Context, nd NewDevice) (Device, route
 	}
 	var out Device
 	tok, err := write(ctx, d.c, "devices.upsert", func(ctx context.Context, tx pgx.Tx) ([]Change, error) {
+		changes := []Change{{Kind: ChangeDevices, Key: nd.UserID, Key2: nd.DeviceID}}
+		var deletedAt int64
+		switch err := tx.QueryRow(ctx, sqlDeletedDeviceAt, nd.UserID, nd.DeviceID).Scan(&deletedAt); {
+		case err == nil:
+			var hashes [][]byte
+			if err := tx.QueryRow(ctx, sqlRevokeDeviceTokens, nd.UserID, nd.DeviceID, deletedAt).Scan(&hashes); err != nil {
+				return nil, err
+			}
+			changes = appendTokenChanges(changes, hashes)
+		case !errors.Is(err, pgx.ErrNoRows):
+			return nil, err
+		}
 		rows, _ := tx.Query(ctx, sqlUpsertDevice, nd.UserID, nd.DeviceID, nd.DisplayName != nil,
 			deref(nd.DisplayName), nd.IP, d.c.nowMS())
 		var err error
 		out, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Device])
-		return []Change{{Kind: ChangeDevices, Key: nd.UserID, Key2: nd.DeviceID}}, err
+		return changes, err
 	})
 	return out, tok, err
 }
@@ -279,8 +295,8 @@ func (d *Devices) TouchDevice(ctx context.Context, t DeviceTouch) (bool, router.
 	return touched, tok, err
 }
 
-// DeleteDevice soft-deletes one live device of a user together with its
-// access and refresh tokens (logout).
+// DeleteDevice soft-deletes one live device of a user; its access and
+// refresh tokens stop authenticating with it (logout).
 //
 // Errors: ErrInvalidArgument, ErrNotFound (no live device), ErrUnavailable.
 func (d *Devices) DeleteDevice(ctx context.Context, userID, deviceID string) (router.Token, error) {
@@ -294,8 +310,8 @@ func (d *Devices) DeleteDevice(ctx context.Context, userID, deviceID string) (ro
 	return tok, err
 }
 
-// DeleteDevices soft-deletes the listed live devices of a user with their
-// tokens, and returns how many were deleted (absent IDs are skipped).
+// DeleteDevices soft-deletes the listed live devices of a user (and so
+// their tokens), and returns how many were deleted (absent IDs are skipped).
 //
 // Errors: ErrInvalidArgument, ErrUnavailable.
 func (d *Devices) DeleteDevices(ctx context.Context, userID string, deviceIDs []string) (int, router.Token, error) {
@@ -333,9 +349,8 @@ func (d *Devices) deleteDevices(ctx context.Context, op, userID string, ids []st
 	tok, err := write(ctx, d.c, op, func(ctx context.Context, tx pgx.Tx) ([]Change, error) {
 		var devices []string
 		var hashes [][]byte
-		var refresh int64
 		if err := tx.QueryRow(ctx, sqlDeleteDevices, userID, ids, d.c.nowMS(), keep).
-			Scan(&devices, &hashes, &refresh); err != nil {
+			Scan(&devices, &hashes); err != nil {
 			return nil, err
 		}
 		n = len(devices)
@@ -343,17 +358,14 @@ func (d *Devices) deleteDevices(ctx context.Context, op, userID string, ids []st
 		for _, dev := range devices {
 			changes = append(changes, Change{Kind: ChangeDevices, Key: userID, Key2: dev})
 		}
-		for _, h := range hashes {
-			changes = append(changes, Change{Kind: ChangeAccessToken, Key: string(h)})
-		}
-		return changes, nil
+		return appendTokenChanges(changes, hashes), nil
 	})
 	return n, tok, err
 }
 
-// RestoreDevice undoes the soft delete of a device, and revives the access
-// and refresh tokens that were deleted with it (not those revoked on their
-// own before).
+// RestoreDevice undoes the soft delete of a device; the tokens that were
+// live when it was deleted authenticate again (tokens revoked on their own
+// stay revoked).
 //
 // Errors: ErrInvalidArgument, ErrNotFound (no soft-deleted device),
 // ErrUnavailable.
@@ -365,18 +377,18 @@ func (d *Devices) RestoreDevice(ctx context.Context, userID, deviceID string) (r
 		return router.Token{}, err
 	}
 	return write(ctx, d.c, "devices.restore", func(ctx context.Context, tx pgx.Tx) ([]Change, error) {
-		var at int64
-		if err := tx.QueryRow(ctx, sqlDeletedDeviceAt, userID, deviceID).Scan(&at); err != nil {
+		if err := execOne(ctx, tx, sqlRestoreDevice, userID, deviceID); err != nil {
 			return nil, err
 		}
-		var hashes [][]byte
-		if err := tx.QueryRow(ctx, sqlRestoreDevice, userID, deviceID, at).Scan(&hashes); err != nil {
-			return nil, err
-		}
-		changes := []Change{{Kind: ChangeDevices, Key: userID, Key2: deviceID}}
-		for _, h := range hashes {
-			changes = append(changes, Change{Kind: ChangeAccessToken, Key: string(h)})
-		}
-		return changes, nil
+		rows, _ := tx.Query(ctx, sqlDeviceTokenHashes, userID, deviceID)
+		hashes, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		return appendTokenChanges([]Change{{Kind: ChangeDevices, Key: userID, Key2: deviceID}}, hashes), err
 	})
+}
+
+func appendTokenChanges(changes []Change, hashes [][]byte) []Change {
+	for _, h := range hashes {
+		changes = append(changes, Change{Kind: ChangeAccessToken, Key: string(h)})
+	}
+	return changes
 }

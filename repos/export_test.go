@@ -33,3 +33,16 @@ func (c *cursorCodec) Encode(kind CursorKind, scope string, dir Direction, pos C
 func (c *cursorCodec) Decode(s string, kind CursorKind, scope string) (Direction, CursorPos, error) {
 	return c.decode("from", s, kind, scope)
 }
+
+// SQL text for tests that run it directly (EXPLAIN, in-flight transactions).
+const (
+	SQLAppendEvent       = sqlAppendEvent
+	SQLEventsBefore      = sqlEventsBefore
+	SQLEventsAfter       = sqlEventsAfter
+	SQLEventsBeforeTyped = sqlEventsBeforeTyped
+	SQLListMembersAsc    = sqlListMembersAsc
+	SQLLookupToken       = sqlLookupToken
+	SQLMessagesBefore    = sqlMessagesBefore
+	SQLUnreadCount       = sqlUnreadCount
+	SQLIsJoined          = sqlIsJoined
+)

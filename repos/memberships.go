@@ -150,7 +150,7 @@ SELECT (SELECT membership FROM room_memberships WHERE room_id = $1 AND user_id =
 WITH cur AS (
     INSERT INTO room_memberships AS m
         (room_id, user_id, membership, sender, event_id, stream_ordering, membership_ts, updated_ts)
-    VALUES ($1, $2, $3, $4, NULLIF($5, ''), NULLIF($6, 0), $7, $7)
+    VALUES ($1, $2, $3, $4, NULLIF($5, ''), NULLIF($6::bigint, 0), $7, $7)
     ON CONFLICT (room_id, user_id) DO UPDATE SET
         membership      = EXCLUDED.membership,
         sender          = EXCLUDED.sender,
@@ -163,7 +163,7 @@ WITH cur AS (
 ), hist AS (
     INSERT INTO room_membership_history
         (room_id, user_id, membership, prev_membership, sender, event_id, stream_ordering, reason, created_ts)
-    VALUES ($1, $2, $3, NULLIF($8, ''), $4, NULLIF($5, ''), NULLIF($6, 0), NULLIF($9, ''), $7)
+    VALUES ($1, $2, $3, NULLIF($8, ''), $4, NULLIF($5, ''), NULLIF($6::bigint, 0), NULLIF($9, ''), $7)
 )
 SELECT * FROM cur m`
 
