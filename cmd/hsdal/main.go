@@ -84,9 +84,10 @@ type config struct {
 
 // commonFlags registers the connection flags, defaulting from env.
 func commonFlags(fs *flag.FlagSet, env func(string) string, cfg *config, defTimeout time.Duration) *string {
-	fs.StringVar(&cfg.primary, "primary", env("HSDAL_PRIMARY_DSN"), "primary DSN (env HSDAL_PRIMARY_DSN)")
-	replicas := fs.String("replicas", env("HSDAL_REPLICA_DSNS"), "comma-separated replica DSNs (env HSDAL_REPLICA_DSNS)")
-	fs.StringVar(&cfg.redis, "redis", env("HSDAL_REDIS_ADDR"), "Redis host:port (env HSDAL_REDIS_ADDR)")
+	// The same variables dal.ConfigFromEnv reads.
+	fs.StringVar(&cfg.primary, "primary", strings.TrimSpace(env(dal.EnvPrimaryDSN)), "primary DSN (env "+dal.EnvPrimaryDSN+")")
+	replicas := fs.String("replicas", env(dal.EnvReplicaDSNs), "comma-separated replica DSNs (env "+dal.EnvReplicaDSNs+")")
+	fs.StringVar(&cfg.redis, "redis", strings.TrimSpace(env(dal.EnvRedisAddr)), "Redis host:port (env "+dal.EnvRedisAddr+")")
 	fs.DurationVar(&cfg.timeout, "timeout", defTimeout, "overall time limit")
 	return replicas
 }
