@@ -332,6 +332,11 @@ func TestFailoverSync(t *testing.T) {
 	c := testcluster.StartTB(t, testcluster.Options{Replicas: 2, Sync: true, NoRedis: true})
 	ctx := context.Background()
 	r := mustRouter(t, configFor(t, c))
+	// A second router whose prober never ticks on its own: it must learn
+	// about the failover from its writes alone.
+	lazyCfg := configFor(t, c)
+	lazyCfg.ProbeInterval = time.Hour
+	lazy := mustRouter(t, lazyCfg)
 	if !r.Status().Replication.Synchronous() {
 		t.Fatalf("replication mode %+v, want synchronous", r.Status().Replication)
 	}
@@ -462,6 +467,35 @@ func TestFailoverSync(t *testing.T) {
 		return err == nil && !info.Primary
 	})
 
+	// The old primary comes back as a standby of the new one and rejoins
+	// the read set.
+	if err := c.Rejoin(ctx, "pg0", newPrimary); err != nil {
+		t.Fatal(err)
+	}
+	oldAddr := nodeAddr(c.Node("pg0"))
+	waitFor(t, 30*time.Second, "old primary to serve reads as a replica", func() bool {
+		for _, n := range r.Status().Nodes {
+			if n.Name == oldAddr && n.Serving {
+				return true
+			}
+		}
+		return false
+	})
+	// The lazy router still believes pg0 is the primary: its write finds a
+	// standby (read-only) or a dead connection, fails with ErrUnavailable,
+	// and makes it re-probe and adopt the new primary.
+	if got := lazy.Status().Primary; got != oldAddr {
+		t.Fatalf("lazy router's primary = %q, want its stale view %q", got, oldAddr)
+	}
+	if _, err := lazy.Write(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "INSERT INTO acked VALUES (-2)")
+		return err
+	}); !errors.Is(err, router.ErrUnavailable) {
+		t.Fatalf("write through a stale view: %v, want ErrUnavailable", err)
+	}
+	waitFor(t, 10*time.Second, "lazy router to adopt the new primary", func() bool { return lazy.Status().Primary == newAddr })
+	mustExec(t, lazy, "INSERT INTO acked VALUES (-3)")
+
 	// Split brain: promote a standby of the new primary too.
 	if err := c.Promote(ctx, standbyNames(c)[0]); err != nil {
 		t.Fatal(err)
@@ -470,4 +504,83 @@ func TestFailoverSync(t *testing.T) {
 	if _, err := r.Write(ctx, func(context.Context, pgx.Tx) error { return nil }); !errors.Is(err, router.ErrUnavailable) {
 		t.Fatalf("write during split brain: %v, want ErrUnavailable", err)
 	}
+}
+
+// TestCommitOutcomeUnknown loses the connection while COMMIT waits for a
+// synchronous standby that is down: the outcome is unknown to the client
+// (here it did commit locally), and Write must say so.
+func TestCommitOutcomeUnknown(t *testing.T) {
+	c := testcluster.StartTB(t, testcluster.Options{Replicas: 1, Sync: true, NoRedis: true})
+	ctx := context.Background()
+	r := mustRouter(t, configFor(t, c))
+	mustExec(t, r, "CREATE TABLE unknown_outcome (id int PRIMARY KEY)")
+	standby := standbyNames(c)[0]
+	if err := c.StopNode(ctx, standby); err != nil {
+		t.Fatal(err)
+	}
+	super, err := pgx.Connect(ctx, c.Primary().SuperDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(ctx)
+	insert := func(id int) func(context.Context, pgx.Tx) error {
+		return func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "INSERT INTO unknown_outcome VALUES ($1)", id)
+			return err
+		}
+	}
+
+	t.Run("connection terminated during COMMIT", func(t *testing.T) {
+		errc := make(chan error, 1)
+		go func() {
+			_, err := r.Write(ctx, insert(1))
+			errc <- err
+		}()
+		waitFor(t, 20*time.Second, "COMMIT waiting for the synchronous standby", func() bool {
+			var n int
+			if err := super.QueryRow(ctx, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n > 0
+		})
+		err := <-errc
+		if !errors.Is(err, router.ErrCommitUnknown) || router.Retryable(err) {
+			t.Fatalf("write whose COMMIT lost its connection: %v, want ErrCommitUnknown (not retryable)", err)
+		}
+		var n int
+		if err := super.QueryRow(ctx, "SELECT count(*) FROM unknown_outcome WHERE id = 1").Scan(&n); err != nil || n != 1 {
+			t.Fatalf("row committed locally: %d, %v (this is why the outcome is 'unknown')", n, err)
+		}
+	})
+	t.Run("context ends during COMMIT", func(t *testing.T) {
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() {
+			_, err := r.Write(wctx, insert(2))
+			errc <- err
+		}()
+		waitFor(t, 20*time.Second, "COMMIT waiting for the synchronous standby", func() bool {
+			var n int
+			if err := super.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n > 0
+		})
+		cancel()
+		if err := <-errc; !errors.Is(err, router.ErrCommitUnknown) {
+			t.Fatalf("write cancelled during a synchronous COMMIT: %v, want ErrCommitUnknown", err)
+		}
+	})
+	// Nothing above opened the primary's breaker: those were not node failures
+	// (or too few to trip it).
+	if err := c.StartNode(ctx, standby); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "writes to succeed again", func() bool {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := r.Write(wctx, insert(3))
+		return err == nil
+	})
 }

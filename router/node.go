@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/sony/gobreaker/v2"
 )
@@ -27,6 +28,7 @@ type node struct {
 
 	probeMu   sync.Mutex // serialises probes (loop and Refresh) on probeConn
 	probeConn *pgx.Conn
+	closed    bool          // router closed: never reconnect (guarded by probeMu)
 	kick      chan struct{} // buffered(1): probe now
 
 	state    atomic.Pointer[nodeState]
@@ -108,26 +110,39 @@ type probeResult struct {
 func (n *node) probe(ctx context.Context, timeout time.Duration) (probeResult, error) {
 	n.probeMu.Lock()
 	defer n.probeMu.Unlock()
+	if n.closed {
+		return probeResult{}, errRouterClosed
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if n.probeConn == nil || n.probeConn.IsClosed() {
-		c, err := pgx.ConnectConfig(ctx, n.probeConf)
-		if err != nil {
-			return probeResult{}, err
-		}
-		n.probeConn = c
-	}
 	var (
 		res                    probeResult
 		lsnText, tlText, names string
 		commit                 string
 		syncN                  int64
 	)
-	err := n.probeConn.QueryRow(ctx, probeSQL).Scan(&res.standby, &lsnText, &tlText, &names, &commit, &syncN)
-	if err != nil {
+	for attempt := 0; ; attempt++ {
+		fresh := false
+		if n.probeConn == nil || n.probeConn.IsClosed() {
+			c, err := pgx.ConnectConfig(ctx, n.probeConf)
+			if err != nil {
+				return probeResult{}, err
+			}
+			n.probeConn, fresh = c, true
+		}
+		err := n.probeConn.QueryRow(ctx, probeSQL).Scan(&res.standby, &lsnText, &tlText, &names, &commit, &syncN)
+		if err == nil {
+			break
+		}
 		n.closeProbeLocked()
-		return probeResult{}, err
+		// A connection that died since the last probe (node restarted,
+		// killed, rejoined) says nothing about the node now: reconnect once
+		// and ask again, so a stale view is not kept for a whole interval.
+		if fresh || attempt > 0 || ctx.Err() != nil || pgconn.Timeout(err) {
+			return probeResult{}, err
+		}
 	}
+	var err error
 	if res.lsn, err = ParseLSN(lsnText); err != nil {
 		return probeResult{}, err
 	}
@@ -312,6 +327,8 @@ func (n *node) report(t ticket, c errClass) {
 		n.lastFailed.Store(true)
 	}
 }
+
+var errRouterClosed = errors.New("router: closed")
 
 // Outcomes reported to a breaker.
 var (

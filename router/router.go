@@ -135,6 +135,7 @@ func (r *Router) closeNodes() {
 	for _, n := range r.nodes {
 		n.probeMu.Lock()
 		n.closeProbeLocked()
+		n.closed = true
 		n.probeMu.Unlock()
 		if n.pool != nil {
 			n.pool.Close()
@@ -148,8 +149,8 @@ func (r *Router) closeNodes() {
 // want the newest view. It returns an error wrapping ErrUnavailable when no
 // node answered, and ctx's error if ctx ends first.
 func (r *Router) Refresh(ctx context.Context) error {
-	if r.closed.Load() && r.ctx.Err() != nil && r.nodes == nil {
-		return fmt.Errorf("router: refresh: %w: closed", ErrUnavailable)
+	if r.closed.Load() {
+		return fmt.Errorf("router: refresh: %w: router closed", ErrUnavailable)
 	}
 	var wg sync.WaitGroup
 	var ok atomic.Int32
@@ -255,11 +256,21 @@ func (r *Router) publish(n *node, res probeResult, perr error) {
 // rebuild recomputes the primary, the lag history and the replica set. Called
 // with r.mu held.
 func (r *Router) rebuild(now time.Time) {
-	var primaries []*node
+	// Primary candidates: reachable nodes not in recovery. A candidate
+	// whose last probe failed only keeps its claim while no other candidate
+	// has a fresh one (a slow probe must not drop the primary, and a dead
+	// old primary must not make a split brain with its successor).
+	var primaries, fresh []*node
 	for _, n := range r.nodes {
 		if st := n.state.Load(); st.reachable && !st.standby {
 			primaries = append(primaries, n)
+			if st.failures == 0 {
+				fresh = append(fresh, n)
+			}
 		}
+	}
+	if len(primaries) > 1 && len(fresh) > 0 {
+		primaries = fresh
 	}
 	t := &topology{timeline: r.lastTL}
 	switch len(primaries) {

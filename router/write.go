@@ -64,11 +64,14 @@ func (r *Router) Write(ctx context.Context, fn func(ctx context.Context, tx pgx.
 	}
 	tok, err := r.write(ctx, d, fn)
 	r.tel.endWrite(ctx, sp, d, tok, err)
+	if !tok.IsZero() {
+		// Committed (even when err says replication is unconfirmed).
+		mergeSession(ctx, tok)
+		r.noteWrite(tok)
+	}
 	if err != nil {
 		return tok, fmt.Errorf("router: write on %s: %w", d.n.name, err)
 	}
-	mergeSession(ctx, tok)
-	r.noteWrite(tok)
 	return tok, nil
 }
 
