@@ -132,12 +132,16 @@ func (r *Report) WriteText(w io.Writer) error {
 	return ew.err
 }
 
-// WriteText writes the result as one line per action.
+// WriteText writes the result as one line per action (orphan checks that
+// found nothing are left out).
 func (r Result) WriteText(w io.Writer) error {
 	ew := &errWriter{w: w}
 	fmt.Fprintf(ew, "%s: %s in %s\n", r.Job, r.Outcome, r.Duration.Round(time.Millisecond))
 	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
 	for _, a := range r.Actions {
+		if a.Kind == ActionFound && a.Rows == 0 {
+			continue
+		}
 		obj := a.Table
 		if a.Object != "" {
 			obj += " " + a.Object
