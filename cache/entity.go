@@ -1,0 +1,402 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+)
+
+// Loader reads one entity from the source of truth. It returns the value,
+// whether the row exists, and the position pos the data was read at: every
+// write whose position is < pos is included (for a read on a hot standby,
+// its replay position before the query plus one). pos 0 means "unknown":
+// the value is returned to the caller but never cached. A Loader must honour
+// the token its caller passed to Get (read from a source that covers it).
+type Loader[V any] func(ctx context.Context) (v V, pos uint64, found bool, err error)
+
+// Source says where a Get's value came from.
+type Source uint8
+
+// Sources of a Get's value.
+const (
+	SourceLoader Source = iota // the caller's (or a concurrent caller's) loader
+	SourceL1                   // the in-process tier
+	SourceRedis                // Redis
+)
+
+func (s Source) String() string {
+	switch s {
+	case SourceL1:
+		return "l1"
+	case SourceRedis:
+		return "redis"
+	default:
+		return "loader"
+	}
+}
+
+// Info describes the value a Get returned.
+type Info struct {
+	// Found is false when the row does not exist (a negative entry or the
+	// loader's found=false); the value is then V's zero value.
+	Found bool
+	// Pos is the position the value was read at (0 if the loader reported
+	// none). A caller keeping monotonic reads passes Pos-1 as a later token.
+	Pos uint64
+	// Source is where the value came from.
+	Source Source
+}
+
+// EntityConfig describes one entity kind.
+type EntityConfig[V any] struct {
+	// Kind names the entity, e.g. "profile" (required; no ':', '{' or '}';
+	// unique per Cache). It is part of every key and of invalidations.
+	Kind string
+	// Version is the schema version of V's encoding, part of every entry key
+	// with the codec's ID: change it when V changes shape. Default "1".
+	Version string
+	// Codec encodes values. Default JSON[V]().
+	Codec Codec[V]
+	// TTL and NegativeTTL override the Cache's (same rules: jittered,
+	// clamped to MarkerTTL). Zero means the Cache's.
+	TTL, NegativeTTL time.Duration
+	// MaxValueBytes overrides the Cache's size bound when > 0.
+	MaxValueBytes int
+	// NoNegative disables negative entries: absent rows are not cached.
+	NoNegative bool
+	// NoL1 keeps this kind out of the in-process tier.
+	NoL1 bool
+}
+
+// Entity is the typed cache-aside view of one entity kind. Safe for
+// concurrent use.
+type Entity[V any] struct {
+	c         *Cache
+	kind, tag string
+	codec     Codec[V]
+	ttl, neg  time.Duration
+	maxBytes  int
+	noNeg     bool
+	l1        *l1
+	flight    flight[V]
+	attrs     entityAttrs
+	ePrefix   []string // per shard: "P:F:{S}:e:KIND:TAG:"
+	mPrefix   []string // per shard: "P:F:{S}:m:KIND:"
+	epochKey  []string
+}
+
+// NewEntity registers an entity kind with c and returns its typed view. It
+// returns an error wrapping ErrInvalidConfig for a bad or duplicate Kind, a
+// bad Version or codec ID.
+func NewEntity[V any](c *Cache, cfg EntityConfig[V]) (*Entity[V], error) {
+	if !validName(cfg.Kind) {
+		return nil, fmt.Errorf("%w: entity kind %q", ErrInvalidConfig, cfg.Kind)
+	}
+	if cfg.Version == "" {
+		cfg.Version = "1"
+	}
+	if cfg.Codec == nil {
+		cfg.Codec = JSON[V]()
+	}
+	if !validName(cfg.Version) || !validCodecID(cfg.Codec.ID()) {
+		return nil, fmt.Errorf("%w: entity %q: version %q / codec ID %q", ErrInvalidConfig, cfg.Kind, cfg.Version, cfg.Codec.ID())
+	}
+	e := &Entity[V]{
+		c:        c,
+		kind:     cfg.Kind,
+		tag:      cfg.Version + "." + cfg.Codec.ID(),
+		codec:    cfg.Codec,
+		ttl:      c.cfg.TTL,
+		neg:      c.cfg.NegativeTTL,
+		maxBytes: c.cfg.MaxValueBytes,
+		noNeg:    cfg.NoNegative,
+		attrs:    newEntityAttrs(cfg.Kind),
+	}
+	if cfg.TTL > 0 {
+		e.ttl = min(cfg.TTL, c.cfg.MarkerTTL)
+	}
+	if cfg.NegativeTTL > 0 {
+		e.neg = min(cfg.NegativeTTL, c.cfg.MarkerTTL)
+	}
+	if cfg.MaxValueBytes > 0 {
+		e.maxBytes = cfg.MaxValueBytes
+	}
+	if !cfg.NoL1 {
+		e.l1 = c.l1
+	}
+	for s := range c.ks.shards {
+		e.ePrefix = append(e.ePrefix, c.entryKey(s, e.kind, e.tag, ""))
+		e.mPrefix = append(e.mPrefix, c.ks.markerKey(s, e.kind, ""))
+		e.epochKey = append(e.epochKey, c.ks.epochKey(s))
+	}
+	if err := c.register(e.kind, e.tag); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Key returns the Key of id in this kind, for Cache.Invalidate.
+func (e *Entity[V]) Key(id string) Key { return Key{Kind: e.kind, ID: id} }
+
+// Invalidate is Cache.Invalidate for ids of this kind.
+func (e *Entity[V]) Invalidate(ctx context.Context, pos uint64, ids ...string) error {
+	keys := make([]Key, len(ids))
+	for i, id := range ids {
+		keys[i] = Key{Kind: e.kind, ID: id}
+	}
+	return e.c.Invalidate(ctx, pos, keys...)
+}
+
+type result[V any] struct {
+	v    V
+	info Info
+}
+
+// Get returns the entity id, from the L1, Redis or load, in that order.
+//
+// token is the caller's consistency requirement: the position of the latest
+// write the caller must see (0 for none). A cached entry is used only if it
+// was read at a position > token; otherwise Get calls load (which must honour
+// the token itself) and offers the result to the cache.
+//
+// Concurrent Gets of the same id in one process share one Redis lookup and at
+// most one load (a caller whose token the shared result does not cover runs
+// its own). A loaded value is stored only if the Redis script accepts it:
+// same epoch as when loading began, position above the key's invalidation
+// marker, load begun less than MarkerTTL/2 ago, encoded size within
+// MaxValueBytes. Absent rows (found=false) are cached as negative entries
+// with NegativeTTL unless NoNegative.
+//
+// Redis problems never surface: when Redis is slow, down or the breaker is
+// open, Get calls load. Errors returned are load's own (unwrapped), the
+// ctx's error while waiting for a shared load, or ErrLoaderPanicked when a
+// shared load panicked.
+func (e *Entity[V]) Get(ctx context.Context, id string, token uint64, load Loader[V]) (V, Info, error) {
+	k := l1Key{e.kind, id}
+	if e.l1 != nil {
+		if h, ok := e.l1.get(k, token, e.c.epochOf); ok {
+			if v, found, err := e.decode(h.payload, h.negative); err == nil {
+				e.c.inst.lookups.Add(ctx, 1, e.attrs.l1Hit)
+				return v, Info{Found: found, Pos: h.pos, Source: SourceL1}, nil
+			}
+			e.l1.invalidate(k, h.pos)
+		}
+	}
+	fetch := func(ctx context.Context) (result[V], error) { return e.fetch(ctx, k, token, load) }
+	r, shared, err := e.flight.do(ctx, id, &e.c.ctr.waiting, fetch)
+	if shared {
+		switch {
+		case err == nil && covers(r.info.Pos, token):
+			e.c.ctr.shared.Add(1)
+			e.c.inst.loads.Add(ctx, 1, e.attrs.sharedLoad)
+			return r.v, r.info, nil
+		case err == nil, ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+			// The shared result does not cover our token, or the leader's
+			// context ended: do our own.
+			r, err = fetch(ctx)
+		}
+	}
+	return r.v, r.info, err
+}
+
+func (e *Entity[V]) decode(payload []byte, negative bool) (V, bool, error) {
+	if negative {
+		var zero V
+		return zero, false, nil
+	}
+	v, err := e.codec.Decode(payload)
+	return v, err == nil, err
+}
+
+// fetch is one caller's (or one flight's) Redis lookup, load and fill.
+func (e *Entity[V]) fetch(ctx context.Context, k l1Key, token uint64, load Loader[V]) (result[V], error) {
+	c := e.c
+	sh := c.ks.shard(k.kind, k.id)
+	var (
+		ekey, mkey   string
+		epoch        uint64
+		started      time.Time
+		epochCreated time.Time
+		useRedis     = c.usable(ctx)
+	)
+	if useRedis {
+		ekey, mkey = e.ePrefix[sh]+k.id, e.mPrefix[sh]+k.id
+		snap := e.snap()
+		started = snap.at
+		ep, created, raw, err := e.read(ctx, sh, mkey, ekey)
+		switch {
+		case err != nil:
+			useRedis = false
+		default:
+			epoch, epochCreated = ep, created
+			c.noteEpoch(sh, ep)
+			if raw == "" {
+				break
+			}
+			h, herr := parseHeader(raw)
+			if herr != nil || !covers(h.pos, token) {
+				break
+			}
+			payload := []byte(raw[hdrLen:])
+			v, found, derr := e.decode(payload, h.negative)
+			if derr != nil {
+				c.log.Warn("undecodable cache entry dropped", "kind", k.kind, "err", derr)
+				_ = c.exec(ctx, func(ctx context.Context) error { return c.client.Del(ctx, ekey).Err() })
+				break
+			}
+			c.ctr.redisHits.Add(1)
+			c.inst.lookups.Add(ctx, 1, e.attrs.redisHit)
+			if e.l1 != nil {
+				e.l1.put(k, sh, payload, h.pos, h.epoch, h.negative, snap)
+			}
+			return result[V]{v: v, info: Info{Found: found, Pos: h.pos, Source: SourceRedis}}, nil
+		}
+	}
+	c.ctr.misses.Add(1)
+	c.inst.lookups.Add(ctx, 1, e.attrs.miss)
+	c.ctr.loads.Add(1)
+	c.inst.loads.Add(ctx, 1, e.attrs.load)
+	v, pos, found, err := load(ctx)
+	if err != nil {
+		var zero V
+		return result[V]{v: zero}, err
+	}
+	if !found {
+		var zero V
+		v = zero
+	}
+	r := result[V]{v: v, info: Info{Found: found, Pos: pos, Source: SourceLoader}}
+	e.fill(ctx, useRedis, k, sh, ekey, mkey, epoch, epochCreated, started, r)
+	return r, nil
+}
+
+func (e *Entity[V]) snap() l1Snap {
+	if e.l1 != nil {
+		return e.l1.snap()
+	}
+	return l1Snap{at: e.c.cfg.Now()}
+}
+
+// read runs readLua: the shard's epoch ID and creation time (the epoch is
+// created if missing) and the entry if it is current and above the marker
+// ("" if none).
+func (e *Entity[V]) read(ctx context.Context, sh int, mkey, ekey string) (id uint64, created time.Time, raw string, err error) {
+	var res []any
+	err = e.c.exec(ctx, func(ctx context.Context) error {
+		var err error
+		res, err = e.c.readScript.Run(ctx, e.c.client, []string{e.epochKey[sh], mkey, ekey}, e.c.newEpoch()).Slice()
+		return err
+	})
+	if err != nil {
+		return 0, created, "", err
+	}
+	if len(res) == 0 || len(res) > 2 {
+		return 0, created, "", fmt.Errorf("cache: read script: %d results", len(res))
+	}
+	ep, ok := res[0].(string)
+	if !ok || len(ep) != 16 {
+		return 0, created, "", fmt.Errorf("cache: read script: bad epoch")
+	}
+	if len(res) == 2 {
+		raw, _ = res[1].(string)
+	}
+	return beUint64(ep[:8]), time.UnixMilli(int64(beUint64(ep[8:]))), raw, nil
+}
+
+func (e *Entity[V]) count(ctx context.Context, outcome string) {
+	c := e.c
+	switch outcome {
+	case outStored:
+		c.ctr.fills.Add(1)
+	case outStale:
+		c.ctr.fillsStale.Add(1)
+	case outEpoch:
+		c.ctr.fillsEpoch.Add(1)
+	case outTooOld:
+		c.ctr.fillsTooOld.Add(1)
+	case outTooLarge:
+		c.ctr.fillsTooLarge.Add(1)
+	case outSuperseded:
+		c.ctr.fillsSuperseded.Add(1)
+	case outSkipped:
+		c.ctr.fillsSkipped.Add(1)
+	case outYoungEpoch:
+		c.ctr.fillsYoungEpoch.Add(1)
+	default:
+		c.ctr.fillErrors.Add(1)
+	}
+	c.inst.fills.Add(ctx, 1, e.attrs.fill[outcome])
+}
+
+// fill offers a loaded result to Redis (and, if accepted, to the L1).
+func (e *Entity[V]) fill(ctx context.Context, useRedis bool, k l1Key, sh int, ekey, mkey string, epoch uint64, epochCreated, started time.Time, r result[V]) {
+	c := e.c
+	if !r.info.Found && e.noNeg {
+		return
+	}
+	if !useRedis || r.info.Pos == 0 || c.dirty() || c.closed.Load() {
+		e.count(ctx, outSkipped)
+		return
+	}
+	buf := appendHeader(make([]byte, 0, 128), epoch, r.info.Pos, !r.info.Found)
+	ttl := e.neg
+	if r.info.Found {
+		var err error
+		buf, err = e.codec.Append(buf, r.v)
+		if err != nil {
+			c.log.Warn("cache encode failed", "kind", k.kind, "err", err)
+			e.count(ctx, outError)
+			return
+		}
+		ttl = e.ttl
+	}
+	if len(buf)-hdrLen > e.maxBytes {
+		e.count(ctx, outTooLarge)
+		return
+	}
+	snap := e.snap()
+	if snap.at.Sub(started) >= c.cfg.MarkerTTL/2 {
+		e.count(ctx, outTooOld)
+		return
+	}
+	if snap.at.Sub(epochCreated) < c.cfg.MaxSourceLag {
+		e.count(ctx, outYoungEpoch)
+		return
+	}
+	ttl = jitter(ttl, c.cfg.Jitter)
+	var res int64
+	err := c.exec(ctx, func(ctx context.Context) error {
+		var err error
+		res, err = c.fillScript.Run(ctx, c.client, []string{e.epochKey[sh], mkey, ekey},
+			u64bytes(epoch), u64bytes(r.info.Pos), buf, strconv.FormatInt(max(ttl.Milliseconds(), 1), 10)).Int64()
+		return err
+	})
+	switch {
+	case err != nil:
+		e.count(ctx, outError)
+	case res == fillStored:
+		e.count(ctx, outStored)
+		if e.l1 != nil {
+			e.l1.put(k, sh, buf[hdrLen:], r.info.Pos, epoch, !r.info.Found, snap)
+		}
+	case res == fillStale:
+		e.count(ctx, outStale)
+	case res == fillEpoch:
+		e.count(ctx, outEpoch)
+	case res == fillSuperseded:
+		e.count(ctx, outSuperseded)
+	default:
+		e.count(ctx, outError)
+	}
+}
+
+// jitter returns a duration uniform in [d*(1-j), d].
+func jitter(d time.Duration, j float64) time.Duration {
+	if j <= 0 || d <= 0 {
+		return d
+	}
+	return d - time.Duration(rand.Float64()*j*float64(d))
+}
