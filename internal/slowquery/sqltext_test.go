@@ -1,7 +1,10 @@
 package slowquery_test
 
 import (
+	"context"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/hsdal/hsdal/internal/slowquery"
 )
@@ -47,6 +50,9 @@ func TestOperation(t *testing.T) {
 		"(SELECT 1) UNION (SELECT 2)":  "SELECT",
 		"":                             "OTHER",
 		"VACUUM (ANALYZE) room_events": "VACUUM",
+		"frobnicate everything":        "OTHER",
+		"-- only a comment":            "OTHER",
+		"42":                           "OTHER",
 	}
 	for in, want := range tests {
 		if got := slowquery.Operation(in); got != want {
@@ -60,5 +66,20 @@ func BenchmarkNormalize(b *testing.B) {
 	q := "SELECT event_id, content FROM room_events WHERE room_id = $1 AND stream_ordering < $2 AND type = 'm.room.message' ORDER BY stream_ordering DESC LIMIT 50"
 	for b.Loop() {
 		slowquery.Normalize(q, false, 2048)
+	}
+}
+
+func BenchmarkTracerFastPath(b *testing.B) {
+	b.ReportAllocs()
+	tr, err := slowquery.New(slowquery.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	start := pgx.TraceQueryStartData{SQL: "SELECT user_id, displayname FROM users WHERE user_id = $1"}
+	end := pgx.TraceQueryEndData{}
+	for b.Loop() {
+		qctx := tr.TraceQueryStart(ctx, nil, start)
+		tr.TraceQueryEnd(qctx, nil, end)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -82,6 +83,9 @@ type Tracer struct {
 
 	duration metric.Float64Histogram
 	slow     metric.Int64Counter
+	// opts holds the measurement options per operation (and "OTHER"),
+	// built once so the per-statement path does not allocate them.
+	opts map[string]opOptions
 
 	count, totalNs, slowN, errs atomic.Int64
 }
@@ -113,6 +117,7 @@ func New(cfg Config) (*Tracer, error) {
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
+	t.opts = buildOptions()
 	m := mp.Meter("github.com/hsdal/hsdal/internal/slowquery")
 	var err error
 	t.duration, err = m.Float64Histogram("hsdal.db.query.duration",
@@ -139,6 +144,23 @@ func (t *Tracer) Stats() Stats {
 		Slow:   t.slowN.Load(),
 		Errors: t.errs.Load(),
 	}
+}
+
+type opOptions struct {
+	ok, failed, slow metric.MeasurementOption
+}
+
+func buildOptions() map[string]opOptions {
+	m := make(map[string]opOptions, len(operations)+1)
+	for _, op := range append(slices.Clone(operations), "OTHER") {
+		a := attribute.String("db.operation", op)
+		m[op] = opOptions{
+			ok:     metric.WithAttributeSet(attribute.NewSet(a, attribute.String("outcome", "ok"))),
+			failed: metric.WithAttributeSet(attribute.NewSet(a, attribute.String("outcome", "error"))),
+			slow:   metric.WithAttributeSet(attribute.NewSet(a)),
+		}
+	}
+	return m
 }
 
 type ctxKey int
@@ -208,19 +230,20 @@ func (t *Tracer) TraceCopyFromEnd(ctx context.Context, conn *pgx.Conn, data pgx.
 func (t *Tracer) finish(ctx context.Context, conn *pgx.Conn, sql string, d time.Duration, rows int64, err error) {
 	t.count.Add(1)
 	t.totalNs.Add(int64(d))
-	outcome := "ok"
+	op := Operation(sql)
+	o := t.opts[op]
 	if err != nil {
 		t.errs.Add(1)
-		outcome = "error"
+		t.duration.Record(ctx, d.Seconds(), o.failed)
+	} else {
+		t.duration.Record(ctx, d.Seconds(), o.ok)
 	}
-	op := Operation(sql)
-	opAttr := attribute.String("db.operation", op)
-	t.duration.Record(ctx, d.Seconds(), metric.WithAttributes(opAttr, attribute.String("outcome", outcome)))
 	if d <= t.threshold {
 		return
 	}
 	t.slowN.Add(1)
-	t.slow.Add(ctx, 1, metric.WithAttributes(opAttr))
+	t.slow.Add(ctx, 1, o.slow)
+	opAttr := attribute.String("db.operation", op)
 	text := Normalize(sql, t.keepLiterals, t.maxLen)
 	node := nodeOf(conn)
 	attrs := []attribute.KeyValue{
@@ -250,19 +273,49 @@ func (t *Tracer) finish(ctx context.Context, conn *pgx.Conn, sql string, d time.
 	t.logger.LogAttrs(ctx, slog.LevelWarn, "slow query", logAttrs...)
 }
 
+// operations are the leading keywords Operation reports; anything else is
+// "OTHER", so the metric label has a small, fixed set of values.
+var operations = []string{
+	"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "VALUES", "TABLE",
+	"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
+	"PREPARE", "EXECUTE", "DEALLOCATE", "DECLARE", "FETCH", "MOVE", "CLOSE",
+	"COPY", "LOCK", "LISTEN", "UNLISTEN", "NOTIFY", "SET", "RESET", "SHOW", "DISCARD",
+	"EXPLAIN", "VACUUM", "ANALYZE", "REINDEX", "CLUSTER", "REFRESH", "CHECKPOINT",
+	"CREATE", "ALTER", "DROP", "TRUNCATE", "COMMENT", "GRANT", "REVOKE", "DO", "CALL",
+}
+
 // Operation returns the statement's leading keyword in upper case ("SELECT",
-// "INSERT", "WITH", …), or "OTHER" when there is none. It is what metrics
-// are labelled with: bounded cardinality, no text.
+// "INSERT", "WITH", …) when it is one of a fixed list of SQL commands, and
+// "OTHER" otherwise. Leading whitespace, comments and parentheses are
+// skipped. It is what metrics are labelled with: bounded cardinality, no
+// text, no allocation.
 func Operation(sql string) string {
-	s := strings.TrimLeft(Normalize(sql, false, 128), " (")
-	end := 0
-	for end < len(s) && (s[end]|0x20 >= 'a' && s[end]|0x20 <= 'z') {
-		end++
+	i := 0
+	for i < len(sql) {
+		switch c := sql[i]; {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '(':
+			i++
+		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
+			for i < len(sql) && sql[i] != '\n' {
+				i++
+			}
+		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
+			i = skipBlockComment(sql, i)
+		default:
+			j := i
+			for j < len(sql) && (sql[j]|0x20 >= 'a' && sql[j]|0x20 <= 'z') {
+				j++
+			}
+			word := sql[i:j]
+			for _, op := range operations {
+				if strings.EqualFold(word, op) {
+					return op
+				}
+			}
+			return "OTHER"
+		}
 	}
-	if end == 0 {
-		return "OTHER"
-	}
-	return strings.ToUpper(s[:end])
+	return "OTHER"
 }
 
 // nodeOf names the server of conn as host:port (never credentials).
