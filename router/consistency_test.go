@@ -35,7 +35,7 @@ func TestReadYourWritesWithReplayPaused(t *testing.T) {
 	r1 := mustRouter(t, configFor(t, cluster))
 	// A second, independently opened router: the token crosses instances.
 	r2 := mustRouter(t, configFor(t, cluster))
-	mustExec(t, r1, "CREATE TABLE ryw (k int PRIMARY KEY, v bigint NOT NULL)")
+	mustExec(t, r1, "CREATE TABLE IF NOT EXISTS ryw (k int PRIMARY KEY, v bigint NOT NULL)")
 	if err := cluster.WaitReplicated(ctx); err != nil {
 		t.Fatal(err)
 	}

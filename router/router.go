@@ -249,8 +249,15 @@ func (r *Router) publish(n *node, res probeResult, perr error) {
 		}
 	}
 	n.state.Store(st)
+	switch {
+	case prev.reachable && !st.reachable:
+		r.log.Warn("router: node unreachable", "node", n.name, "was_standby", prev.standby, "err", st.err)
+	case !prev.reachable && st.reachable && !prev.probedAt.IsZero():
+		r.log.Info("router: node reachable", "node", n.name, "standby", st.standby, "timeline", st.timeline)
+	case prev.reachable && st.reachable && prev.standby != st.standby:
+		r.log.Warn("router: node changed role", "node", n.name, "standby", st.standby, "timeline", st.timeline)
+	}
 	r.rebuild(now)
-	r.tel.probed(n, st)
 }
 
 // rebuild recomputes the primary, the lag history and the replica set. Called

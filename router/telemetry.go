@@ -220,9 +220,6 @@ func (t *telemetry) fallback(ctx context.Context, why reason) {
 
 func (t *telemetry) failover() { t.failovers.Add(context.Background(), 1) }
 
-// probed is called after each probe (with the router's state mutex held).
-func (t *telemetry) probed(*node, *nodeState) {}
-
 var spanNames = [...]string{opRead: "router.read", opReadTx: "router.read_tx", opWrite: "router.write"}
 
 func (t *telemetry) startRead(ctx context.Context, op readOp, c Consistency) (context.Context, trace.Span) {
