@@ -25,10 +25,14 @@ type IndexStats struct {
 	// Scans is pg_stat_user_indexes.idx_scan: index scans since the
 	// statistics were last reset (Report.StatsSince).
 	Scans int64 `json:"scans"`
-	// Unique, Primary and Valid mirror pg_index.
-	Unique  bool `json:"unique"`
+	// Unique is pg_index.indisunique.
+	Unique bool `json:"unique"`
+	// Primary is pg_index.indisprimary.
 	Primary bool `json:"primary"`
-	Valid   bool `json:"valid"`
+	// Valid is pg_index.indisvalid: false for a failed CREATE INDEX
+	// CONCURRENTLY or REINDEX CONCURRENTLY leftover, which costs writes
+	// and serves no query.
+	Valid bool `json:"valid"`
 	// Constraint is the constraint the index implements (primary key,
 	// unique, exclusion), if any.
 	Constraint string `json:"constraint,omitempty"`

@@ -28,12 +28,16 @@ type TableStats struct {
 	HeapBytes int64 `json:"heap_bytes"`
 	// IndexBytes is all its indexes (pg_indexes_size).
 	IndexBytes int64 `json:"index_bytes"`
-	// Live and Dead are pg_stat_user_tables.n_live_tup / n_dead_tup.
+	// Live is pg_stat_user_tables.n_live_tup (an estimate).
 	Live int64 `json:"live_tuples"`
+	// Dead is pg_stat_user_tables.n_dead_tup: row versions VACUUM can
+	// reclaim.
 	Dead int64 `json:"dead_tuples"`
-	// LastVacuum and LastAnalyze are the later of the manual and automatic
-	// runs; nil when never.
-	LastVacuum  *time.Time `json:"last_vacuum,omitempty"`
+	// LastVacuum is the later of the last manual and automatic VACUUM; nil
+	// when never.
+	LastVacuum *time.Time `json:"last_vacuum,omitempty"`
+	// LastAnalyze is the later of the last manual and automatic ANALYZE;
+	// nil when never.
 	LastAnalyze *time.Time `json:"last_analyze,omitempty"`
 	// XIDAge is greatest(age(relfrozenxid)) of the table and its TOAST
 	// table: transactions since its rows were last frozen.
@@ -63,9 +67,14 @@ func (d DatabaseXID) Remaining() int64 { return 1<<31 - 1 - d.Age }
 
 // Slot is one replication slot.
 type Slot struct {
-	Name   string `json:"name"`
-	Type   string `json:"type"`
-	Active bool   `json:"active"`
+	// Name is slot_name (testcluster and pg_basebackup name it after the
+	// standby).
+	Name string `json:"name"`
+	// Type is "physical" or "logical".
+	Type string `json:"type"`
+	// Active reports whether a receiver is streaming from the slot now; an
+	// inactive slot still holds WAL back.
+	Active bool `json:"active"`
 	// RestartLSN is the oldest WAL position the slot still needs.
 	RestartLSN string `json:"restart_lsn,omitempty"`
 	// RetainedBytes is pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn):
@@ -79,21 +88,30 @@ type Slot struct {
 // Replica is one walsender: a standby streaming from this primary.
 type Replica struct {
 	// Name is the standby's application_name.
-	Name       string `json:"name"`
+	Name string `json:"name"`
+	// ClientAddr is the standby's address as the primary sees it.
 	ClientAddr string `json:"client_addr,omitempty"`
-	State      string `json:"state"`
-	SyncState  string `json:"sync_state"`
-	// SentLagBytes, WriteLagBytes, FlushLagBytes, ReplayLagBytes are WAL
-	// bytes between the primary's current position and what was sent,
-	// written, flushed and replayed.
-	SentLagBytes   int64 `json:"sent_lag_bytes"`
-	WriteLagBytes  int64 `json:"write_lag_bytes"`
-	FlushLagBytes  int64 `json:"flush_lag_bytes"`
+	// State is the walsender state ("streaming", "catchup", …).
+	State string `json:"state"`
+	// SyncState is "async", "sync", "potential" or "quorum".
+	SyncState string `json:"sync_state"`
+	// SentLagBytes is WAL the primary wrote but has not sent yet.
+	SentLagBytes int64 `json:"sent_lag_bytes"`
+	// WriteLagBytes is WAL not yet written by the standby.
+	WriteLagBytes int64 `json:"write_lag_bytes"`
+	// FlushLagBytes is WAL not yet flushed by the standby.
+	FlushLagBytes int64 `json:"flush_lag_bytes"`
+	// ReplayLagBytes is WAL not yet replayed by the standby: its reads
+	// do not see those commits.
 	ReplayLagBytes int64 `json:"replay_lag_bytes"`
-	// WriteLag, FlushLag, ReplayLag are pg_stat_replication's time lags
-	// (nil once the standby is caught up and idle).
-	WriteLag  *time.Duration `json:"write_lag_ns,omitempty"`
-	FlushLag  *time.Duration `json:"flush_lag_ns,omitempty"`
+	// WriteLag is pg_stat_replication.write_lag (nil once the standby is
+	// caught up and idle).
+	WriteLag *time.Duration `json:"write_lag_ns,omitempty"`
+	// FlushLag is pg_stat_replication.flush_lag (nil when caught up).
+	FlushLag *time.Duration `json:"flush_lag_ns,omitempty"`
+	// ReplayLag is pg_stat_replication.replay_lag (nil when caught up). It
+	// is measured by the walsender and is not updated while replay is
+	// paused; dal/health measures lag from WAL positions instead.
 	ReplayLag *time.Duration `json:"replay_lag_ns,omitempty"`
 }
 
@@ -102,8 +120,9 @@ type Replica struct {
 type Report struct {
 	// At is when the report was taken (Config.Now).
 	At time.Time `json:"at"`
-	// Server is host:port of the primary; Database the database name.
-	Server   string `json:"server"`
+	// Server is host:port of the primary (never credentials).
+	Server string `json:"server"`
+	// Database is the database name.
 	Database string `json:"database"`
 	// ServerVersion is server_version.
 	ServerVersion string `json:"server_version"`
