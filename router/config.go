@@ -27,7 +27,9 @@ type Config struct {
 	Pool PoolConfig
 
 	// ProbeInterval is how often each node is probed for role, position and
-	// timeline. Default 100ms.
+	// timeline (wall-clock ticker; a node is also probed at once when a
+	// request on it fails for connectivity, and every node when a write
+	// finds the primary gone or read-only). Default 100ms.
 	ProbeInterval time.Duration
 	// ProbeTimeout bounds one probe (connect included). Default 1s.
 	ProbeTimeout time.Duration
@@ -39,7 +41,10 @@ type Config struct {
 	LagHistory int
 
 	// DefaultMaxStaleness is the bound used by BoundedStaleness reads that do
-	// not give one (and by the zero Consistency). Default 1s.
+	// not give one (and by the zero Consistency). Default 1s. Staleness is
+	// bounded from above using probe samples, so it carries up to about two
+	// ProbeIntervals of uncertainty: bounds below that go to the primary
+	// (or the StalePolicy) even when replicas are in fact current.
 	DefaultMaxStaleness time.Duration
 	// StalePolicy says where a bounded-staleness read goes when every
 	// reachable replica is past its bound. Default FallbackPrimary.
@@ -48,9 +53,10 @@ type Config struct {
 	// is usable at all (all down, breakers open, none configured). Default
 	// FallbackPrimary; FallbackLeastLagged is treated as FallbackPrimary.
 	ReplicasDownPolicy Fallback
-	// ReplicaWait is how long a read-your-writes read may wait for the chosen
-	// replica to replay the token before going to the primary. Default 0:
-	// go to the primary at once.
+	// ReplicaWait is how long a read-your-writes read may wait (wall clock,
+	// polling the replica's replay position on the read's connection) for
+	// the chosen replica to replay the token before going to the primary.
+	// Default 0: go to the primary at once.
 	ReplicaWait time.Duration
 
 	// Breaker configures the per-node circuit breakers.

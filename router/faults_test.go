@@ -48,7 +48,7 @@ func TestBoundedStalenessSkipsPausedReplica(t *testing.T) {
 	}()
 	defer func() { stopWriter(); writer.Wait() }()
 
-	const bound = 300 * time.Millisecond
+	const bound = 600 * time.Millisecond
 	lagOf := func(name string) (time.Duration, bool) {
 		for _, n := range r.Status().Nodes {
 			if n.Name == name {
