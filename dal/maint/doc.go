@@ -15,6 +15,8 @@
 //     are deleted, ON DELETE SET NULL references are set to NULL, and
 //     everything else (content whose parent's delete the schema refuses: room
 //     events, memberships, aliases, private messages) is only reported.
+//     Every foreign key of the current schema is checked (read from
+//     pg_constraint), one anti-join scan of the referencing table each.
 //   - purge_deleted: hard-deletes soft-deleted rows whose deleted_at is older
 //     than a per-table retention, children before parents (a soft-deleted
 //     room's events, memberships, history and aliases, then the room; a
