@@ -65,7 +65,10 @@ func TestBadInput(t *testing.T) {
 			return err
 		}},
 		{"ListUsers bad dir", "dir", func() error { _, err := f.Users.ListUsers(ctx, repos.UserPageRequest{Dir: 'x'}); return err }},
-		{"ListUsers forged cursor", "", func() error { _, err := f.Users.ListUsers(ctx, repos.UserPageRequest{From: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}); return err }},
+		{"ListUsers forged cursor", "", func() error {
+			_, err := f.Users.ListUsers(ctx, repos.UserPageRequest{From: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})
+			return err
+		}},
 
 		{"UpsertDevice empty device", "device_id", func() error {
 			_, _, err := f.Devices.UpsertDevice(ctx, repos.NewDevice{UserID: okUser})
@@ -117,7 +120,10 @@ func TestBadInput(t *testing.T) {
 		}},
 		{"DeleteRoom", "room_id", func() error { _, err := f.Rooms.DeleteRoom(ctx, ""); return err }},
 		{"RestoreRoom", "room_id", func() error { _, err := f.Rooms.RestoreRoom(ctx, "!a:[::1"); return err }},
-		{"ListPublicRooms", "limit", func() error { _, err := f.Rooms.ListPublicRooms(ctx, repos.RoomPageRequest{Limit: 1 << 30}); return err }},
+		{"ListPublicRooms", "limit", func() error {
+			_, err := f.Rooms.ListPublicRooms(ctx, repos.RoomPageRequest{Limit: 1 << 30})
+			return err
+		}},
 		{"CreateAlias", "alias", func() error { _, err := f.Rooms.CreateAlias(ctx, "alias:x", okRoom, okUser); return err }},
 		{"ResolveAlias", "alias", func() error { _, err := f.Rooms.ResolveAlias(ctx, "#:x"); return err }},
 		{"ListAliases", "room_id", func() error { _, err := f.Rooms.ListAliases(ctx, "x"); return err }},
