@@ -184,7 +184,7 @@ func (c *cli) migrate(ctx context.Context, args []string, env func(string) strin
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
 	if err := dal.Migrate(ctx, cfg.primary); err != nil {
-		c.errorf("migrate %s: %v", RedactDSN(cfg.primary), err)
+		c.errorf("migrate %s: %v", dal.RedactDSN(cfg.primary), err)
 		return exitFail
 	}
 	fmt.Fprintf(c.stdout, "schema at version %d on %s\n", dal.SchemaVersion, nodeName(cfg.primary))
@@ -194,7 +194,7 @@ func (c *cli) migrate(ctx context.Context, args []string, env func(string) strin
 func (c *cli) pool(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("parse DSN %s: %w", RedactDSN(dsn), err)
+		return nil, fmt.Errorf("parse DSN %s: %w", dal.RedactDSN(dsn), err)
 	}
 	pc.MaxConns = maxConns
 	pc.ConnConfig.RuntimeParams["application_name"] = "hsdal-cli"

@@ -1,49 +1,12 @@
 package main
 
 import (
-	"net/url"
-	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/hsdal/hsdal/dal"
 )
-
-// redactedPassword replaces passwords in anything this program prints.
-const redactedPassword = "xxxxx"
-
-// kvPassword matches password=... in a key/value connection string: a
-// single-quoted value (backslash or doubled-quote escapes inside) or a bare one.
-var kvPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.|'')*'|[^\s]*)`)
-
-// RedactDSN returns dsn with its password replaced by "xxxxx", for URL
-// (postgres://user:pass@host/db?password=…) and key/value
-// (host=… password=…) forms alike. Anything it cannot parse is returned
-// with every password=… value redacted, never verbatim.
-func RedactDSN(dsn string) string {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err == nil {
-			if u.User != nil {
-				if _, has := u.User.Password(); has {
-					u.User = url.UserPassword(u.User.Username(), redactedPassword)
-				}
-			}
-			q := u.Query()
-			if q.Has("password") {
-				q.Set("password", redactedPassword)
-				u.RawQuery = q.Encode()
-			}
-			return u.String()
-		}
-		// Unparseable URL: drop everything between "://" and "@".
-		scheme, rest, _ := strings.Cut(dsn, "://")
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			rest = redactedPassword + rest[at:]
-		}
-		return kvPassword.ReplaceAllString(scheme+"://"+rest, "${1}"+redactedPassword)
-	}
-	return kvPassword.ReplaceAllString(dsn, "${1}"+redactedPassword)
-}
 
 // secrets returns the passwords found in dsns, to scrub them from error
 // messages (which may quote a connection string back).
@@ -64,7 +27,7 @@ func secrets(dsns ...string) []string {
 func scrub(s string, secrets []string) string {
 	for _, p := range secrets {
 		if len(p) >= 3 { // shorter strings would mangle ordinary words
-			s = strings.ReplaceAll(s, p, redactedPassword)
+			s = strings.ReplaceAll(s, p, "xxxxx")
 		}
 	}
 	return s
@@ -74,7 +37,7 @@ func scrub(s string, secrets []string) string {
 func nodeName(dsn string) string {
 	cfg, err := pgconn.ParseConfig(dsn)
 	if err != nil {
-		return RedactDSN(dsn)
+		return dal.RedactDSN(dsn)
 	}
 	return cfg.Host + ":" + itoa(int(cfg.Port))
 }
