@@ -130,8 +130,11 @@ func (r *Router) read(ctx context.Context, c Consistency, fn func(context.Contex
 			break
 		}
 		d = nd
-		var pos LSN
-		pos, err = r.runRead(ctx, &d, req, fn, op)
+		var (
+			pos LSN
+			cls errClass
+		)
+		pos, cls, err = r.runRead(ctx, &d, req, fn, op)
 		switch {
 		case err == nil:
 			info := ReadInfo{Node: d.n.name, Primary: d.primary, Timeline: d.timeline, Attempts: attempts + 1}
@@ -151,7 +154,6 @@ func (r *Router) read(ctx context.Context, c Consistency, fn func(context.Contex
 			continue
 		}
 		attempts++
-		cls := classify(err, !d.primary)
 		if cls != classConn && cls != classConflict || ctx.Err() != nil || d.primary || attempts >= 3 {
 			break
 		}
@@ -200,13 +202,14 @@ func (r *Router) acquire(ctx context.Context, n *node) (*pgxpool.Conn, error) {
 }
 
 // runRead runs one attempt on d.n. It returns the position to report (the
-// probed or re-read position), errSkipNode when the breaker refused, or
-// errReplicaBehind when a rechecked replica had not replayed the token.
-func (r *Router) runRead(ctx context.Context, d *decision, req requirement, fn func(context.Context, Querier) error, op readOp) (LSN, error) {
+// probed or re-read position) and the class of the error; the error is
+// errSkipNode when the breaker refused, errReplicaBehind when a rechecked
+// replica had not replayed the token.
+func (r *Router) runRead(ctx context.Context, d *decision, req requirement, fn func(context.Context, Querier) error, op readOp) (LSN, errClass, error) {
 	n := d.n
 	tk, ok := n.admit()
 	if !ok {
-		return 0, errSkipNode
+		return 0, classNone, errSkipNode
 	}
 	n.inflight.Add(1)
 	defer n.inflight.Add(-1)
@@ -216,7 +219,10 @@ func (r *Router) runRead(ctx context.Context, d *decision, req requirement, fn f
 		cls := classify(err, !d.primary)
 		n.report(tk, cls)
 		r.tel.query(ctx, n, op, d.primary, cls, time.Since(start))
-		return 0, err
+		if cls == classConn {
+			r.reprobeNode(n)
+		}
+		return 0, cls, err
 	}
 	defer conn.Release()
 	pos := d.lsn
@@ -229,11 +235,11 @@ func (r *Router) runRead(ctx context.Context, d *decision, req requirement, fn f
 			cls := classify(err, true)
 			n.report(tk, cls)
 			r.tel.query(ctx, n, op, d.primary, cls, time.Since(start))
-			return 0, err
+			return 0, cls, err
 		}
 		if pos < req.token.LSN {
 			n.report(tk, classNone)
-			return 0, errReplicaBehind
+			return 0, classNone, errReplicaBehind
 		}
 	}
 	pc := conn.Conn()
@@ -251,7 +257,7 @@ func (r *Router) runRead(ctx context.Context, d *decision, req requirement, fn f
 	if cls == classConn {
 		r.reprobeNode(n)
 	}
-	return pos, err
+	return pos, cls, err
 }
 
 // reprobeNode asks n's prober to probe now.
