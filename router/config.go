@@ -135,6 +135,7 @@ const (
 	FallbackError
 )
 
+// String names the policy ("primary", "least-lagged", "error").
 func (f Fallback) String() string {
 	switch f {
 	case FallbackPrimary:

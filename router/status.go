@@ -33,14 +33,17 @@ type NodeStatus struct {
 type Status struct {
 	// Primary is the name of the node writes go to; "" when there is none
 	// (unreachable, or split brain).
-	Primary    string
+	Primary string
+	// SplitBrain is true while more than one node claims to be primary:
+	// writes fail with ErrUnavailable until one is demoted.
 	SplitBrain bool
 	// Timeline is the primary's timeline (the last known one if the primary
 	// is gone).
 	Timeline uint32
 	// Replication is the replication mode the primary reports.
 	Replication ReplicationMode
-	Nodes       []NodeStatus
+	// Nodes lists every configured node, in configuration order.
+	Nodes []NodeStatus
 }
 
 // Status returns the router's current view of the cluster. It does no I/O;
