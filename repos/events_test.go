@@ -212,7 +212,8 @@ func TestEventFollowerUnderConcurrentAppends(t *testing.T) {
 
 	allDone := make(chan struct{})
 	go func() { wg.Wait(); close(allDone) }()
-	followCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// The follower has seen the room (or session) being created, nothing more.
+	followCtx, cancel := context.WithTimeout(router.WithSession(context.Background(), router.SessionToken(ctx)), time.Minute)
 	defer cancel()
 	var seen []int64
 	req := repos.EventPageRequest{RoomID: room, Dir: repos.Forward, Limit: 7}

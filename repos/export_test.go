@@ -17,6 +17,8 @@ const (
 	KindPrivateMessages = kindPrivateMessages
 	KindJoinedMembers   = kindJoinedMembers
 	KindUserRooms       = kindUserRooms
+	KindUsers           = kindUsers
+	KindPublicRooms     = kindPublicRooms
 )
 
 // NewCursorCodec exposes newCursorCodec.

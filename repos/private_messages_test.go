@@ -245,7 +245,8 @@ func TestMessagePaginationUnderConcurrentSends(t *testing.T) {
 	}
 
 	// Forward follower from the start.
-	followCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// The follower has seen the room (or session) being created, nothing more.
+	followCtx, cancel := context.WithTimeout(router.WithSession(context.Background(), router.SessionToken(ctx)), time.Minute)
 	defer cancel()
 	type key struct{ ts, id int64 }
 	var seen []key

@@ -76,28 +76,27 @@ func TestRooms(t *testing.T) {
 	t.Run("public directory", func(t *testing.T) {
 		var pub []string
 		for range 5 {
-			x := rid("zzpub")
+			x := rid("pub")
 			must[repos.Room](t)(f.Rooms.CreateRoom(ctx, repos.NewRoom{RoomID: x, Creator: alice, IsPublic: true}))
 			pub = append(pub, x)
 		}
 		must[repos.Room](t)(f.Rooms.CreateRoom(ctx, repos.NewRoom{RoomID: rid("pub"), Creator: alice}))
 		mustTok(t)(f.Rooms.DeleteRoom(ctx, pub[2]))
-		// Backward from the end: the newest public rooms (IDs grow).
-		pg, err := f.Rooms.ListPublicRooms(ctx, repos.RoomPageRequest{Dir: repos.Backward, Limit: 3})
+		// Start just before pub[0] (other tests' public rooms live around).
+		pg, err := f.Rooms.ListPublicRooms(ctx, repos.RoomPageRequest{From: justBefore(t, repos.KindPublicRooms, "public", pub[0]), Limit: 3})
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := roomIDs(pg.Items)
-		if !reflect.DeepEqual(got, []string{pub[4], pub[3], pub[1]}) {
-			t.Fatalf("newest public rooms %v, want %v", got, []string{pub[4], pub[3], pub[1]})
+		if got := roomIDs(pg.Items); !reflect.DeepEqual(got, []string{pub[0], pub[1], pub[3]}) || pg.Next == "" {
+			t.Fatalf("page 1 %v, want %v", got, []string{pub[0], pub[1], pub[3]})
 		}
-		pg2, err := f.Rooms.ListPublicRooms(ctx, repos.RoomPageRequest{From: pg.Prev})
-		if err != nil || len(pg2.Items) != 0 || pg2.Next != "" {
-			t.Fatalf("after the newest: %+v, %v", pg2, err)
-		}
-		pg2, err = f.Rooms.ListPublicRooms(ctx, repos.RoomPageRequest{From: pg.Next, Limit: 1})
-		if err != nil || len(pg2.Items) != 1 || pg2.Items[0].RoomID != pub[0] {
+		pg2, err := f.Rooms.ListPublicRooms(ctx, repos.RoomPageRequest{From: pg.Next, Limit: 3})
+		if err != nil || len(pg2.Items) == 0 || pg2.Items[0].RoomID != pub[4] {
 			t.Fatalf("page 2: %+v, %v", pg2, err)
+		}
+		back, err := f.Rooms.ListPublicRooms(ctx, repos.RoomPageRequest{From: pg2.Prev, Limit: 3})
+		if got := roomIDs(back.Items); err != nil || !reflect.DeepEqual(got, []string{pub[3], pub[1], pub[0]}) {
+			t.Fatalf("backward from page 2: %v, %v", got, err)
 		}
 	})
 	t.Run("delete and restore", func(t *testing.T) {
@@ -114,6 +113,17 @@ func TestRooms(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// justBefore returns a forward cursor of an ID-keyed list positioned just
+// before id (at id minus its last byte: nothing sorts between).
+func justBefore(tb testing.TB, kind repos.CursorKind, scope, id string) string {
+	tb.Helper()
+	codec, err := repos.NewCursorCodec(cursorKeyForTests, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return codec.Encode(kind, scope, repos.Forward, repos.CursorPos{S: id[:len(id)-1]})
 }
 
 func roomIDs(rs []repos.Room) []string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/hsdal/hsdal/repos"
 	"github.com/hsdal/hsdal/router"
@@ -17,9 +16,10 @@ import (
 func TestSoftDelete(t *testing.T) {
 	f := newRepos(t)
 	ctx := session(t)
-	// Rows of this test sort last in the global lists (users by creation
-	// time, public rooms by ID).
-	f.clock.Set(time.Now().Add(200 * 365 * 24 * time.Hour))
+	codec, err := repos.NewCursorCodec(cursorKeyForTests, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	type world struct {
 		user, device, token, room, alias, member string
@@ -31,7 +31,7 @@ func TestSoftDelete(t *testing.T) {
 		w := &world{user: mustUser(t, f, ctx, "sd"), device: "DEV", member: mustUser(t, f, ctx, "sdm")}
 		must[repos.Device](t)(f.Devices.UpsertDevice(ctx, repos.NewDevice{UserID: w.user, DeviceID: w.device}))
 		w.token = mustToken(t, f, ctx, w.user, w.device)
-		w.room = rid("zzzzsd")
+		w.room = rid("sd")
 		must[repos.Room](t)(f.Rooms.CreateRoom(ctx, repos.NewRoom{RoomID: w.room, Creator: w.user, IsPublic: true}))
 		w.alias = "#" + w.room[1:]
 		mustTok(t)(f.Rooms.CreateAlias(ctx, w.alias, w.room, w.user))
@@ -107,7 +107,13 @@ func TestSoftDelete(t *testing.T) {
 			return ok, err
 		}},
 		{"Users.ListUsers", []parent{userP}, func(ctx context.Context, w *world) (bool, error) {
-			pg, err := f.Users.ListUsers(ctx, repos.UserPageRequest{Dir: repos.Backward, Limit: 5})
+			// The page that starts just before the user's creation time.
+			u, err := f.Users.GetUsers(ctx, []string{w.member}) // created with w.user, same clock
+			if err != nil {
+				return false, err
+			}
+			from := codec.Encode(repos.KindUsers, "users", repos.Forward, repos.CursorPos{A: u[w.member].CreatedTS - 1})
+			pg, err := f.Users.ListUsers(ctx, repos.UserPageRequest{From: from, Limit: 5})
 			for _, u := range pg.Items {
 				if u.UserID == w.user {
 					return true, err
@@ -139,7 +145,7 @@ func TestSoftDelete(t *testing.T) {
 			return len(m) == 1, err
 		}},
 		{"Rooms.ListPublicRooms", []parent{roomP}, func(ctx context.Context, w *world) (bool, error) {
-			pg, err := f.Rooms.ListPublicRooms(ctx, repos.RoomPageRequest{Dir: repos.Backward, Limit: 1})
+			pg, err := f.Rooms.ListPublicRooms(ctx, repos.RoomPageRequest{From: justBefore(t, repos.KindPublicRooms, "public", w.room), Limit: 1})
 			return err == nil && len(pg.Items) == 1 && pg.Items[0].RoomID == w.room, err
 		}},
 		{"Rooms.ResolveAlias", []parent{roomP}, func(ctx context.Context, w *world) (bool, error) {

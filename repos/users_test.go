@@ -95,9 +95,9 @@ func TestUsers(t *testing.T) {
 func TestListUsers(t *testing.T) {
 	f := newRepos(t)
 	ctx := session(t)
-	// A clock far in the future puts these users at the end of the listing,
-	// after every user other tests create.
-	f.clock.Set(time.Now().Add(100 * 365 * 24 * time.Hour))
+	// A clock far beyond any other test's puts these users at the end of
+	// the listing.
+	f.clock.Set(time.Date(4000, 1, 1, 0, 0, 0, 0, time.UTC))
 	var ids []string
 	for i := range 7 {
 		if i%2 == 0 {
@@ -116,7 +116,7 @@ func TestListUsers(t *testing.T) {
 		for _, u := range pg.Items {
 			got = append(got, u.UserID)
 		}
-		if pg.Next == "" {
+		if len(got) < 7 && pg.Next == "" {
 			t.Fatalf("ran out after %d", len(got))
 		}
 		req.From, req.Dir = pg.Next, 0
