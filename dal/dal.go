@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/hsdal/hsdal/dal/health"
+	"github.com/hsdal/hsdal/internal/slowquery"
 	"github.com/hsdal/hsdal/repos"
 	"github.com/hsdal/hsdal/router"
 )
@@ -37,6 +39,19 @@ type Config struct {
 	// Repos tunes the repositories (page sizes, clock, tracing). Its
 	// CursorKey is taken from the field above when that is set.
 	Repos repos.Config
+
+	// SlowQuery configures the statement tracer installed on every node's
+	// connections: statements over its Threshold (default 100ms) are logged
+	// and counted without parameter values, and all statements feed the mean
+	// query time Health reports. Its MeterProvider defaults to
+	// Router.MeterProvider.
+	SlowQuery slowquery.Config
+	// DisableQueryTracer removes that tracer (Health then reports no query
+	// times). Default false.
+	DisableQueryTracer bool
+	// HealthThresholds are Health's alert bounds; zero fields mean the
+	// maintenance plan's defaults (health.DefaultThresholds).
+	HealthThresholds health.Thresholds
 }
 
 // Environment variables read by ConfigFromEnv.
@@ -91,6 +106,7 @@ func decodeKey(s string) ([]byte, error) {
 type DAL struct {
 	*repos.Repos
 	router *router.Router
+	health *health.Checker
 }
 
 // Open connects to the cluster, checks that the database schema is the one
@@ -106,6 +122,22 @@ func Open(ctx context.Context, cfg Config) (*DAL, error) {
 	}
 	rc := cfg.Router
 	rc.PrimaryDSN, rc.ReplicaDSNs = cfg.PrimaryDSN, cfg.ReplicaDSNs
+	queries := func() health.QueryCounters { return health.QueryCounters{} }
+	if !cfg.DisableQueryTracer && rc.QueryTracer == nil {
+		sq := cfg.SlowQuery
+		if sq.MeterProvider == nil {
+			sq.MeterProvider = rc.MeterProvider
+		}
+		tr, err := slowquery.New(sq)
+		if err != nil {
+			return nil, fmt.Errorf("dal: open: %w", err)
+		}
+		rc.QueryTracer = tr
+		queries = func() health.QueryCounters {
+			s := tr.Stats()
+			return health.QueryCounters{Count: s.Count, Total: s.Total, Slow: s.Slow}
+		}
+	}
 	rt, err := router.New(ctx, rc)
 	if err != nil {
 		return nil, fmt.Errorf("dal: open: %w", err)
@@ -126,7 +158,12 @@ func Open(ctx context.Context, cfg Config) (*DAL, error) {
 		}
 		return nil, fmt.Errorf("dal: open: %w", err)
 	}
-	return &DAL{Repos: rp, router: rt}, nil
+	hc, err := newHealthChecker(rt, cfg, queries)
+	if err != nil {
+		rt.Close()
+		return nil, fmt.Errorf("dal: open: %w", err)
+	}
+	return &DAL{Repos: rp, router: rt, health: hc}, nil
 }
 
 // checkSchemaVia reads the schema version on the primary, or on a replica
@@ -149,4 +186,7 @@ func checkSchemaVia(ctx context.Context, rt *router.Router) error {
 func (d *DAL) Router() *router.Router { return d.router }
 
 // Close releases every connection. The DAL must not be used afterwards.
-func (d *DAL) Close() { d.router.Close() }
+func (d *DAL) Close() {
+	d.health.Close()
+	d.router.Close()
+}

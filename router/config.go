@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"github.com/jackc/pgx/v5"
 	"log/slog"
 	"math"
 	"time"
@@ -75,6 +76,10 @@ type Config struct {
 	// Logger receives state changes (roles, failover, split brain, breakers).
 	// Passwords are never logged. Default slog.Default().
 	Logger *slog.Logger
+	// QueryTracer, when set, traces every statement on every node's pooled
+	// connections (e.g. a slow-query recorder). It must be safe for
+	// concurrent use. Probe connections are not traced. Default none.
+	QueryTracer pgx.QueryTracer
 	// MeterProvider and TracerProvider default to the otel global providers.
 	MeterProvider  metric.MeterProvider
 	TracerProvider trace.TracerProvider

@@ -79,6 +79,9 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	for i, pc := range pcs {
 		applyPoolConfig(pc, cfg.Pool)
+		if cfg.QueryTracer != nil {
+			pc.ConnConfig.Tracer = cfg.QueryTracer
+		}
 		n := &node{
 			idx:       i,
 			name:      nodeName(pc),

@@ -27,6 +27,20 @@ type NodeStatus struct {
 	Serving  bool
 	Breaker  string // "closed", "half-open" or "open"
 	InFlight int64  // requests running on the node now
+	// Pool is the node's connection pool at the time of the snapshot.
+	Pool PoolStats
+}
+
+// PoolStats are a node pool's gauges and cumulative counters, as pgxpool
+// reports them.
+type PoolStats struct {
+	Max, Acquired, Idle, Constructing int32
+	// AcquireCount and AcquireDuration are the cumulative successful
+	// acquires and the time they waited in all; CanceledAcquireCount counts
+	// acquires whose context ended first (e.g. AcquireTimeout).
+	AcquireCount         int64
+	AcquireDuration      time.Duration
+	CanceledAcquireCount int64
 }
 
 // Status is a snapshot of the cluster as the router sees it.
@@ -46,7 +60,8 @@ type Status struct {
 	Nodes []NodeStatus
 }
 
-// Status returns the router's current view of the cluster. It does no I/O;
+// Status returns the router's current view of the cluster, with each node's
+// pool statistics. It does no I/O;
 // safe for concurrent use.
 func (r *Router) Status() Status {
 	t := r.topo.Load()
@@ -72,6 +87,12 @@ func (r *Router) Status() Status {
 			Serving:   serving[n],
 			Breaker:   n.breaker.State().String(),
 			InFlight:  n.inflight.Load(),
+		}
+		if n.pool != nil {
+			ps := n.pool.Stat()
+			ns.Pool = PoolStats{Max: ps.MaxConns(), Acquired: ps.AcquiredConns(), Idle: ps.IdleConns(),
+				Constructing: ps.ConstructingConns(), AcquireCount: ps.AcquireCount(),
+				AcquireDuration: ps.AcquireDuration(), CanceledAcquireCount: ps.CanceledAcquireCount()}
 		}
 		if st.failures > 0 {
 			ns.Err = st.err
