@@ -22,8 +22,10 @@ import (
 
 // seedForPlans fills the tables the hot paths read with enough rows, spread
 // over enough keys, that the planner's choice is meaningful, then ANALYZEs.
-// Returns a room, a session, a token hash and a member to query with.
-func seedForPlans(tb testing.TB, ctx context.Context, conn *pgx.Conn) (room string, session int64, tokenHash []byte, memberRoom, member string) {
+// Returns what to query with: a room with many events, a long session, a
+// token hash, a room with many members and one of them, and a participant
+// of the session with a read marker.
+func seedForPlans(tb testing.TB, ctx context.Context, conn *pgx.Conn) (room string, session int64, tokenHash []byte, memberRoom, member, reader string) {
 	tb.Helper()
 	p := fmt.Sprintf("plan%d", idSeq.Add(1))
 	stmts := []string{
@@ -49,7 +51,14 @@ func seedForPlans(tb testing.TB, ctx context.Context, conn *pgx.Conn) (room stri
 		`INSERT INTO private_messages (session_id, sender_id, content, created_ts)
 		 SELECT s.id, s.user_low, '{"body":"x"}', i FROM private_sessions s, generate_series(0, 199) i
 		 WHERE s.user_low LIKE '@` + p + `-u%'`,
-		`ANALYZE users, devices, rooms, room_events, room_memberships, access_tokens, private_sessions, private_messages`,
+		// The session the test reads is a long conversation.
+		`INSERT INTO private_messages (session_id, sender_id, content, created_ts)
+		 SELECT s.id, s.user_high, '{"body":"x"}', 1000 + i FROM private_sessions s, generate_series(0, 9999) i
+		 WHERE s.user_low = '@` + p + `-u7:test.local'`,
+		`INSERT INTO private_session_read_markers (session_id, user_id, last_read_ts, last_read_id)
+		 SELECT s.id, s.user_low, 10000, 0 FROM private_sessions s WHERE s.user_low = '@` + p + `-u7:test.local'`,
+		`VACUUM ANALYZE users, devices, rooms, room_events, room_memberships, access_tokens, private_sessions,
+		 private_messages, private_session_read_markers`,
 	}
 	for _, s := range stmts {
 		if _, err := conn.Exec(ctx, s); err != nil {
@@ -63,7 +72,8 @@ func seedForPlans(tb testing.TB, ctx context.Context, conn *pgx.Conn) (room stri
 	if err := conn.QueryRow(ctx, `SELECT sha256($1::bytea)`, h).Scan(&tokenHash); err != nil {
 		tb.Fatal(err)
 	}
-	return "!" + p + "-r7:test.local", session, tokenHash, "!" + p + "-r2:test.local", "@" + p + "-u3:test.local"
+	return "!" + p + "-r7:test.local", session, tokenHash, "!" + p + "-r2:test.local", "@" + p + "-u3:test.local",
+		"@" + p + "-u7:test.local"
 }
 
 // planNode is the part of EXPLAIN (FORMAT JSON) output the test reads.
@@ -90,7 +100,7 @@ func TestHotPathPlans(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	room, sess, hash, memberRoom, member := seedForPlans(t, ctx, conn)
+	room, sess, hash, memberRoom, member, reader := seedForPlans(t, ctx, conn)
 
 	const maxI64 = int64(^uint64(0) >> 1)
 	tests := []struct {
@@ -105,7 +115,7 @@ func TestHotPathPlans(t *testing.T) {
 		{"is joined", repos.SQLIsJoined, "room_memberships", []string{"room_memberships_pkey", "room_memberships_user_rooms_idx"}, []any{memberRoom, member}},
 		{"token lookup", repos.SQLLookupToken, "access_tokens", []string{"access_tokens_token_hash_key"}, []any{hash, int64(0)}},
 		{"messages page", repos.SQLMessagesBefore, "private_messages", []string{"private_messages_session_page_idx"}, []any{sess, maxI64, maxI64, 51}},
-		{"unread count", repos.SQLUnreadCount, "private_messages", []string{"private_messages_session_page_idx"}, []any{sess, "@nobody:test.local"}},
+		{"unread count", repos.SQLUnreadCount, "private_messages", []string{"private_messages_session_page_idx"}, []any{sess, reader}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package repos_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -74,7 +75,7 @@ func TestCheckTransition(t *testing.T) {
 func TestMemberships(t *testing.T) {
 	f := newRepos(t)
 	ctx := session(t)
-	alice, bob, carol := uid("alice"), uid("bob"), "@carol:remote.example"
+	alice, bob, carol := uid("alice"), uid("bob"), fmt.Sprintf("@carol-%d:remote.example", idSeq.Add(1))
 	room := mustRoom(t, f, ctx, alice)
 
 	m := must[repos.Membership](t)(f.Memberships.Join(ctx, room, alice))

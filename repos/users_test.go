@@ -96,8 +96,8 @@ func TestListUsers(t *testing.T) {
 	f := newRepos(t)
 	ctx := session(t)
 	// A clock far beyond any other test's puts these users at the end of
-	// the listing.
-	f.clock.Set(time.Date(4000, 1, 1, 0, 0, 0, 0, time.UTC))
+	// the listing (and after any earlier run's, for -count).
+	f.clock.Set(time.Date(4000, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(idSeq.Add(1)) * time.Hour))
 	var ids []string
 	for i := range 7 {
 		if i%2 == 0 {
