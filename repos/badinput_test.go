@@ -3,6 +3,7 @@ package repos_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -250,4 +251,24 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestErrUnavailable(t *testing.T) {
+	if !errors.Is(fmt.Errorf("x: %w", router.ErrUnavailable), repos.ErrUnavailable) {
+		t.Fatal("repos.ErrUnavailable is not router.ErrUnavailable")
+	}
+	ctx := session(t)
+	r, err := router.New(ctx, router.Config{PrimaryDSN: env.cluster.PrimaryDSN()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp, err := repos.New(r, repos.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close() // no node can serve anything now
+	_, _, err = rp.Users.CreateUser(ctx, repos.NewUser{UserID: uid("u")})
+	wantErr(t, err, repos.ErrUnavailable)
+	_, err = rp.Users.GetUser(ctx, uid("u"))
+	wantErr(t, err, repos.ErrUnavailable)
 }

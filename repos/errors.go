@@ -6,6 +6,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/hsdal/hsdal/router"
 )
 
 // Sentinel errors returned by every repository method. Test them with
@@ -35,7 +37,7 @@ var (
 	// ErrUnavailable: no database node can serve the request (for writes,
 	// the primary is down or its breaker is open). It is the router's own
 	// sentinel, so errors.Is(err, router.ErrUnavailable) holds as well.
-	ErrUnavailable = errUnavailablePlaceholder
+	ErrUnavailable = router.ErrUnavailable
 )
 
 // ArgumentError is the error behind every ErrInvalidArgument: which input
@@ -100,6 +102,3 @@ func wrap(op string, err error) error {
 	}
 	return fmt.Errorf("repos: %s: %w", op, err)
 }
-
-// TODO(router): alias router.ErrUnavailable once the router lands.
-var errUnavailablePlaceholder = errors.New("router: unavailable")
