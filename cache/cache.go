@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,7 +59,7 @@ type Cache struct {
 	cb     *gobreaker.CircuitBreaker[struct{}]
 	log    *slog.Logger
 
-	readScript, fillScript, invScript *redis.Script
+	readScript, fillScript, invScript, epochScript *redis.Script
 
 	// dropped counts invalidations dropped so far; clean is the value of
 	// dropped covered by the last successful epoch bump. The epoch is dirty
@@ -98,15 +97,16 @@ func New(client redis.UniversalClient, cfg Config) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{
-		client:     client,
-		cfg:        cfg,
-		ks:         newKeyspace(cfg.Prefix, cfg.Shards),
-		log:        cfg.Logger.With("component", "hsdal/cache"),
-		readScript: redis.NewScript(readLua),
-		fillScript: redis.NewScript(fillLua),
-		invScript:  redis.NewScript(invalidateLua),
-		epochs:     make([]atomic.Uint64, cfg.Shards),
-		kinds:      make(map[string]string),
+		client:      client,
+		cfg:         cfg,
+		ks:          newKeyspace(cfg.Prefix, cfg.Shards),
+		log:         cfg.Logger.With("component", "hsdal/cache"),
+		readScript:  redis.NewScript(readLua),
+		fillScript:  redis.NewScript(fillLua),
+		invScript:   redis.NewScript(invalidateLua),
+		epochScript: redis.NewScript(setEpochLua),
+		epochs:      make([]atomic.Uint64, cfg.Shards),
+		kinds:       make(map[string]string),
 	}
 	c.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:    "hsdal-cache-redis",
@@ -233,13 +233,12 @@ func (c *Cache) bumpLocked(ctx context.Context) error {
 		return nil
 	}
 	err := c.exec(ctx, func(ctx context.Context) error {
-		pipe := c.client.Pipeline()
-		for s := range c.ks.shards {
-			pipe.Set(ctx, c.ks.epochKey(s), c.newEpoch(), 0)
-		}
-		pipe.Publish(ctx, c.ks.channel, []byte{msgFlush})
-		_, err := pipe.Exec(ctx)
-		return err
+		return c.evalPipeline(ctx, c.epochScript, func(pipe redis.Pipeliner, eval evalFunc) {
+			for s := range c.ks.shards {
+				eval(ctx, pipe, []string{c.ks.epochKey(s)}, u64bytes(newEpochID()))
+			}
+			pipe.Publish(ctx, c.ks.channel, []byte{msgFlush})
+		})
 	})
 	if err != nil {
 		return err
@@ -254,13 +253,35 @@ func (c *Cache) bumpLocked(ctx context.Context) error {
 	return nil
 }
 
-// newEpoch returns a new epoch value: a random nonzero 8-byte ID and the
-// creation time in Unix ms. Randomness, not a counter, is what makes an epoch
-// recreated after Redis lost its data differ from every epoch an in-flight
-// fill may hold.
-func (c *Cache) newEpoch() []byte {
-	b := binary.BigEndian.AppendUint64(make([]byte, 0, 16), rand.Uint64()|1)
-	return binary.BigEndian.AppendUint64(b, uint64(c.cfg.Now().UnixMilli()))
+// newEpochID returns a random nonzero epoch ID. Randomness, not a counter, is
+// what makes an epoch recreated after Redis lost its data differ from every
+// epoch an in-flight fill may hold.
+func newEpochID() uint64 { return rand.Uint64() | 1 }
+
+type evalFunc func(ctx context.Context, pipe redis.Pipeliner, keys []string, args ...any)
+
+// evalPipeline sends the commands fill adds to one pipeline, running script
+// by SHA; if Redis does not know the script (NOSCRIPT, e.g. after a restart)
+// the whole pipeline is sent again with the script's source, so what fill
+// adds must be idempotent.
+func (c *Cache) evalPipeline(ctx context.Context, script *redis.Script, fill func(pipe redis.Pipeliner, eval evalFunc)) error {
+	run := func(bySource bool) error {
+		pipe := c.client.Pipeline()
+		fill(pipe, func(ctx context.Context, pipe redis.Pipeliner, keys []string, args ...any) {
+			if bySource {
+				script.Eval(ctx, pipe, keys, args...)
+			} else {
+				script.EvalSha(ctx, pipe, keys, args...)
+			}
+		})
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	err := run(false)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		err = run(true)
+	}
+	return err
 }
 
 // noteEpoch records the epoch Redis reported for a shard; a change flushes
@@ -344,24 +365,13 @@ func (c *Cache) Invalidate(ctx context.Context, pos uint64, keys ...Key) error {
 	ttl := strconv.FormatInt(c.cfg.MarkerTTL.Milliseconds(), 10)
 	msg := appendInvalidation(nil, pos, keys)
 	err := c.exec(ctx, func(ctx context.Context) error {
-		run := func(eval bool) error {
-			pipe := c.client.Pipeline()
+		// Idempotent: markers are a max, deletes and messages repeat.
+		return c.evalPipeline(ctx, c.invScript, func(pipe redis.Pipeliner, eval evalFunc) {
 			for _, ks := range byShard {
-				if eval {
-					c.invScript.Eval(ctx, pipe, ks, posB, ttl)
-				} else {
-					c.invScript.EvalSha(ctx, pipe, ks, posB, ttl)
-				}
+				eval(ctx, pipe, ks, posB, ttl)
 			}
 			pipe.Publish(ctx, c.ks.channel, msg)
-			_, err := pipe.Exec(ctx)
-			return err
-		}
-		err := run(false)
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			err = run(true) // idempotent: markers are a max, deletes repeat
-		}
-		return err
+		})
 	})
 	if err != nil {
 		c.markDirty()

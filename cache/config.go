@@ -78,8 +78,8 @@ type Config struct {
 	// bounded staleness they use, plus clock skew between instances). It is
 	// the grace period of a new epoch: after Redis lost its data (and with it
 	// the markers of recent writes) or after an epoch bump for dropped
-	// invalidations, nothing is filled into the new epoch until it is
-	// MaxSourceLag old (by the clock of the instance that created it), so a
+	// invalidations, only loads begun when the epoch was at least
+	// MaxSourceLag old (by the Redis server's clock) may fill it, so a
 	// lagging source cannot put back data from before a write whose marker
 	// is gone. Gets are served by their loaders meanwhile. Default
 	// DefaultMaxSourceLag; negative means no grace (only correct when every

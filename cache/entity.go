@@ -48,6 +48,10 @@ type Info struct {
 	Pos uint64
 	// Source is where the value came from.
 	Source Source
+	// Shared reports that the value came from a concurrent Get of the same
+	// key that was already under way (singleflight): it may have been read
+	// slightly before this Get began, but it still covers this Get's token.
+	Shared bool
 }
 
 // EntityConfig describes one entity kind.
@@ -138,6 +142,9 @@ func NewEntity[V any](c *Cache, cfg EntityConfig[V]) (*Entity[V], error) {
 	return e, nil
 }
 
+// Cache returns the Cache e belongs to.
+func (e *Entity[V]) Cache() *Cache { return e.c }
+
 // Key returns the Key of id in this kind, for Cache.Invalidate.
 func (e *Entity[V]) Key(id string) Key { return Key{Kind: e.kind, ID: id} }
 
@@ -192,6 +199,7 @@ func (e *Entity[V]) Get(ctx context.Context, id string, token uint64, load Loade
 		case err == nil && covers(r.info.Pos, token):
 			e.c.ctr.shared.Add(1)
 			e.c.inst.loads.Add(ctx, 1, e.attrs.sharedLoad)
+			r.info.Shared = true
 			return r.v, r.info, nil
 		case err == nil, ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
 			// The shared result does not cover our token, or the leader's
@@ -216,22 +224,22 @@ func (e *Entity[V]) fetch(ctx context.Context, k l1Key, token uint64, load Loade
 	c := e.c
 	sh := c.ks.shard(k.kind, k.id)
 	var (
-		ekey, mkey   string
-		epoch        uint64
-		started      time.Time
-		epochCreated time.Time
-		useRedis     = c.usable(ctx)
+		ekey, mkey string
+		epoch      uint64
+		started    time.Time
+		epochAge   time.Duration
+		useRedis   = c.usable(ctx)
 	)
 	if useRedis {
 		ekey, mkey = e.ePrefix[sh]+k.id, e.mPrefix[sh]+k.id
 		snap := e.snap()
 		started = snap.at
-		ep, created, raw, err := e.read(ctx, sh, mkey, ekey)
+		ep, age, raw, err := e.read(ctx, sh, mkey, ekey)
 		switch {
 		case err != nil:
 			useRedis = false
 		default:
-			epoch, epochCreated = ep, created
+			epoch, epochAge = ep, age
 			c.noteEpoch(sh, ep)
 			if raw == "" {
 				break
@@ -269,7 +277,7 @@ func (e *Entity[V]) fetch(ctx context.Context, k l1Key, token uint64, load Loade
 		v = zero
 	}
 	r := result[V]{v: v, info: Info{Found: found, Pos: pos, Source: SourceLoader}}
-	e.fill(ctx, useRedis, k, sh, ekey, mkey, epoch, epochCreated, started, r)
+	e.fill(ctx, useRedis, k, sh, ekey, mkey, epoch, epochAge, started, r)
 	return r, nil
 }
 
@@ -280,30 +288,41 @@ func (e *Entity[V]) snap() l1Snap {
 	return l1Snap{at: e.c.cfg.Now()}
 }
 
-// read runs readLua: the shard's epoch ID and creation time (the epoch is
-// created if missing) and the entry if it is current and above the marker
-// ("" if none).
-func (e *Entity[V]) read(ctx context.Context, sh int, mkey, ekey string) (id uint64, created time.Time, raw string, err error) {
+// read runs readLua: the shard's epoch ID (the epoch is created if missing)
+// and its age by the Redis server's clock when the script ran, and the entry
+// if it is current and above the marker ("" if none).
+func (e *Entity[V]) read(ctx context.Context, sh int, mkey, ekey string) (id uint64, age time.Duration, raw string, err error) {
 	var res []any
 	err = e.c.exec(ctx, func(ctx context.Context) error {
 		var err error
-		res, err = e.c.readScript.Run(ctx, e.c.client, []string{e.epochKey[sh], mkey, ekey}, e.c.newEpoch()).Slice()
+		res, err = e.c.readScript.Run(ctx, e.c.client, []string{e.epochKey[sh], mkey, ekey}, u64bytes(newEpochID())).Slice()
 		return err
 	})
 	if err != nil {
-		return 0, created, "", err
+		return 0, 0, "", err
 	}
-	if len(res) == 0 || len(res) > 2 {
-		return 0, created, "", fmt.Errorf("cache: read script: %d results", len(res))
+	bad := func(what string) (uint64, time.Duration, string, error) {
+		return 0, 0, "", fmt.Errorf("cache: read script: bad %s", what)
+	}
+	if len(res) < 2 || len(res) > 3 {
+		return bad("result")
 	}
 	ep, ok := res[0].(string)
-	if !ok || len(ep) != 16 {
-		return 0, created, "", fmt.Errorf("cache: read script: bad epoch")
+	if !ok || len(ep) < 9 {
+		return bad("epoch")
 	}
-	if len(res) == 2 {
-		raw, _ = res[1].(string)
+	created, err := strconv.ParseInt(ep[8:], 10, 64)
+	if err != nil {
+		return bad("epoch time")
 	}
-	return beUint64(ep[:8]), time.UnixMilli(int64(beUint64(ep[8:]))), raw, nil
+	now, ok := res[1].(int64)
+	if !ok {
+		return bad("time")
+	}
+	if len(res) == 3 {
+		raw, _ = res[2].(string)
+	}
+	return beUint64(ep[:8]), time.Duration(now-created) * time.Millisecond, raw, nil
 }
 
 func (e *Entity[V]) count(ctx context.Context, outcome string) {
@@ -332,7 +351,7 @@ func (e *Entity[V]) count(ctx context.Context, outcome string) {
 }
 
 // fill offers a loaded result to Redis (and, if accepted, to the L1).
-func (e *Entity[V]) fill(ctx context.Context, useRedis bool, k l1Key, sh int, ekey, mkey string, epoch uint64, epochCreated, started time.Time, r result[V]) {
+func (e *Entity[V]) fill(ctx context.Context, useRedis bool, k l1Key, sh int, ekey, mkey string, epoch uint64, epochAge time.Duration, started time.Time, r result[V]) {
 	c := e.c
 	if !r.info.Found && e.noNeg {
 		return
@@ -362,7 +381,10 @@ func (e *Entity[V]) fill(ctx context.Context, useRedis bool, k l1Key, sh int, ek
 		e.count(ctx, outTooOld)
 		return
 	}
-	if snap.at.Sub(epochCreated) < c.cfg.MaxSourceLag {
+	// The load began after the read script ran, so even a source lagging by
+	// MaxSourceLag includes every write made before the epoch was created
+	// if the epoch was that old then (by the Redis server's clock).
+	if epochAge < c.cfg.MaxSourceLag {
 		e.count(ctx, outYoungEpoch)
 		return
 	}

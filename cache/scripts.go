@@ -1,7 +1,7 @@
 package cache
 
 // The Lua scripts below are the only code that writes entries and markers.
-// Positions and epochs are 8-byte big-endian strings; Lua numbers are
+// Positions and epoch IDs are 8-byte big-endian strings; Lua numbers are
 // doubles, so positions are compared as two exact 32-bit halves (string
 // comparison in Redis's Lua follows the server's collation locale and is not
 // used). Entries start with the header of appendHeader: byte 1 is the format,
@@ -17,30 +17,49 @@ local function gt(ah, al, bh, bl)
 end
 `
 
-// readLua returns {epoch} or {epoch, entry}. A shard's epoch is 16 bytes: a
-// random 8-byte ID and the creator's clock in Unix ms. The script creates it
-// from ARGV[1] (a fresh random ID and the caller's time) when it is missing,
-// which is what happens after Redis lost its data: fills that saw the old
-// epoch are then refused by fillLua. An entry is returned only if it carries
-// the current epoch's ID and was filled at a position above the key's marker.
+// A shard's epoch value is an 8-byte random ID followed by the decimal
+// Redis-server time in ms at which the epoch was created. Creation time is
+// taken from Redis itself (TIME inside the script that writes the epoch), so
+// that it can never be earlier than the actual creation, whatever the
+// clients' clocks or however long a command waited to be executed.
+const luaNow = `
+redis.replicate_commands()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+// readLua returns {epoch, now} or {epoch, now, entry}, now being the server
+// time in ms. It creates the shard's epoch with the ID ARGV[1] (fresh and
+// random) when it is missing, which is what happens after Redis lost its
+// data: fills that saw the old epoch are then refused by fillLua. An entry
+// is returned only if it carries the current epoch's ID and was filled at a
+// position above the key's marker.
 //
-// KEYS: epoch, marker, entry. ARGV: candidate epoch.
-const readLua = luaHelpers + `
+// KEYS: epoch, marker, entry. ARGV: candidate epoch ID.
+const readLua = luaHelpers + luaNow + `
 local ep = redis.call('GET', KEYS[1])
-if not ep or string.len(ep) ~= 16 then
-  redis.call('SET', KEYS[1], ARGV[1])
-  ep = ARGV[1]
+if not ep or string.len(ep) < 9 then
+  ep = ARGV[1] .. string.format('%.0f', now)
+  redis.call('SET', KEYS[1], ep)
 end
 local v = redis.call('GET', KEYS[3])
-if not v then return {ep} end
-if string.len(v) < 18 or string.sub(v, 2, 9) ~= string.sub(ep, 1, 8) then return {ep} end
+if not v then return {ep, now} end
+if string.len(v) < 18 or string.sub(v, 2, 9) ~= string.sub(ep, 1, 8) then return {ep, now} end
 local m = redis.call('GET', KEYS[2])
 if m then
   local ph, pl = hilo(v, 10)
   local mh, ml = hilo(m, 1)
-  if not gt(ph, pl, mh, ml) then return {ep} end
+  if not gt(ph, pl, mh, ml) then return {ep, now} end
 end
-return {ep, v}
+return {ep, now, v}
+`
+
+// setEpochLua gives a shard a new epoch with ID ARGV[1].
+//
+// KEYS: epoch. ARGV: epoch ID.
+const setEpochLua = luaNow + `
+redis.call('SET', KEYS[1], ARGV[1] .. string.format('%.0f', now))
+return 1
 `
 
 // Results of fillLua.
