@@ -173,6 +173,14 @@ func TestBadInput(t *testing.T) {
 			_, _, err := f.Events.AppendEvent(ctx, repos.NewEvent{EventID: okEv, RoomID: okRoom, Sender: okUser, Type: "t", Content: json.RawMessage(`{"a":"\u0000"}`)})
 			return err
 		}},
+		{"AppendEvent lone surrogate", "content", func() error {
+			_, _, err := f.Events.AppendEvent(ctx, repos.NewEvent{EventID: okEv, RoomID: okRoom, Sender: okUser, Type: "t", Content: json.RawMessage(`{"a":"\ud800x"}`)})
+			return err
+		}},
+		{"AppendEvent reversed surrogates", "content", func() error {
+			_, _, err := f.Events.AppendEvent(ctx, repos.NewEvent{EventID: okEv, RoomID: okRoom, Sender: okUser, Type: "t", Content: json.RawMessage(`{"a":"\udc00\ud800"}`)})
+			return err
+		}},
 		{"AppendEvent too big", "content", func() error {
 			_, _, err := f.Events.AppendEvent(ctx, repos.NewEvent{EventID: okEv, RoomID: okRoom, Sender: okUser, Type: "t",
 				Content: json.RawMessage(`{"a":"` + strings.Repeat("x", repos.MaxContentBytes) + `"}`)})

@@ -70,6 +70,9 @@ const (
 	sqlstateCheckViolation      = "23514"
 	sqlstateExclusionViolation  = "23P01"
 	sqlstateNotNullViolation    = "23502"
+	sqlstateUntranslatable      = "22P05" // e.g. \u0000 in jsonb
+	sqlstateBadEncoding         = "22021"
+	sqlstateBadTextRepr         = "22P02" // e.g. malformed JSON
 )
 
 // wrap adds the operation name to err and maps driver errors onto the
@@ -77,8 +80,9 @@ const (
 //   - pgx.ErrNoRows → ErrNotFound
 //   - unique / exclusion violation → ErrConflict
 //   - foreign-key violation → ErrNotFound (the parent row is missing)
-//   - check / not-null violation → ErrInvalidArgument (the validators should
-//     have caught it first; this is the database's second line)
+//   - check / not-null violation, untranslatable or malformed input →
+//     ErrInvalidArgument (the validators should have caught it first; this is
+//     the database's second line)
 //
 // Errors that already carry a sentinel (or ctx errors, router errors) are
 // only annotated.
@@ -96,7 +100,8 @@ func wrap(op string, err error) error {
 			return fmt.Errorf("repos: %s: %w: %w", op, ErrConflict, err)
 		case sqlstateForeignKeyViolation:
 			return fmt.Errorf("repos: %s: %w (referenced row missing): %w", op, ErrNotFound, err)
-		case sqlstateCheckViolation, sqlstateNotNullViolation:
+		case sqlstateCheckViolation, sqlstateNotNullViolation, sqlstateUntranslatable, sqlstateBadEncoding,
+			sqlstateBadTextRepr:
 			return fmt.Errorf("repos: %s: %w (rejected by the database): %w", op, ErrInvalidArgument, err)
 		}
 	}

@@ -3,6 +3,7 @@ package repos_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -345,5 +346,43 @@ func TestAppendSerialisedPerRoom(t *testing.T) {
 	next, err := f.Events.PageEvents(ctx, repos.EventPageRequest{RoomID: room, From: pg.Next, Consistency: router.Strong()})
 	if err != nil || fmt.Sprint(orderings(next.Items)) != fmt.Sprint([]int64{first, r.e.StreamOrdering}) {
 		t.Fatalf("follower after commit: %v, %v", orderings(next.Items), err)
+	}
+}
+
+// TestContentAgreesWithJSONB: for tricky JSON, the content validator either
+// rejects before any SQL runs, or PostgreSQL's jsonb stores it and gives it
+// back with the same meaning. No case may reach the database and fail there.
+func TestContentAgreesWithJSONB(t *testing.T) {
+	f := newRepos(t)
+	ctx := session(t)
+	alice := mustUser(t, f, ctx, "alice")
+	room := mustRoom(t, f, ctx, alice)
+	for _, c := range []string{
+		`{"a":"\u0000"}`, `{"a":"\\u0000"}`, `{"a":"\ud83d\ude00"}`, `{"a":"\ud83d"}`, `{"a":"\ude00"}`,
+		`{"a":"\ud83d\u0041"}`, `{"a":"\ud83dx"}`, `{"\u00e9":"\u00e9"}`, `{"a":[{"b":"\\\\\u0041"}]}`,
+		`{"a":"\ud83d\ud83d\ude00"}`, `{"a":1e400}`, `{"a":"x","a":"y"}`, "{\"a\":\"\u2028\"}",
+	} {
+		t.Run(c, func(t *testing.T) {
+			before := f.db.calls.Load()
+			e, _, err := f.Events.AppendEvent(ctx, repos.NewEvent{EventID: eid(), RoomID: room, Sender: alice, Type: "t", Content: json.RawMessage(c)})
+			if err != nil {
+				var ae *repos.ArgumentError
+				if !errors.As(err, &ae) || f.db.calls.Load() != before {
+					t.Fatalf("rejected by the database, not the validator: %v", err)
+				}
+				return
+			}
+			var in, out any
+			if err := json.Unmarshal([]byte(c), &in); err != nil {
+				t.Fatal(err)
+			}
+			got, err := f.Events.GetEvent(ctx, e.EventID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(got.Content, &out); err != nil || fmt.Sprint(in) != fmt.Sprint(out) {
+				t.Fatalf("stored %s as %s (%v)", c, got.Content, err)
+			}
+		})
 	}
 }

@@ -48,3 +48,6 @@ const (
 	SQLUnreadCount       = sqlUnreadCount
 	SQLIsJoined          = sqlIsJoined
 )
+
+// CheckContent exposes the content validator.
+func CheckContent(b []byte) error { return checkJSONObject("content", b, MaxContentBytes) }

@@ -72,8 +72,9 @@ func run(m *testing.M) int {
 // countingDB passes everything through to the real router and counts the
 // calls, so tests can prove that rejected input ran no SQL at all.
 type countingDB struct {
-	db    repos.DB
-	calls atomic.Int64
+	db     repos.DB
+	calls  atomic.Int64
+	writes atomic.Int64
 }
 
 func (c *countingDB) Read(ctx context.Context, cons router.Consistency, fn func(context.Context, router.Querier) error) (router.ReadInfo, error) {
@@ -88,6 +89,7 @@ func (c *countingDB) ReadTx(ctx context.Context, cons router.Consistency, fn fun
 
 func (c *countingDB) Write(ctx context.Context, fn func(context.Context, pgx.Tx) error) (router.Token, error) {
 	c.calls.Add(1)
+	c.writes.Add(1)
 	return c.db.Write(ctx, fn)
 }
 

@@ -316,9 +316,10 @@ type Page[T any] struct {
 	// forward, where Next is always set so a follower can poll it for rows
 	// appended later.
 	Next string
-	// Prev paginates in the opposite direction starting just before the
-	// first item of this page (or, for an empty page, at the request's
-	// position). "" for an empty page requested without a cursor, except on
-	// timelines, where it is then the matching edge.
+	// Prev paginates in the opposite direction from just before the first
+	// item of this page (for an empty page: from the request's cursor, or,
+	// without one, from the opposite end of the list), so a client can turn
+	// around; e.g. the Prev of a Backward timeline page from the live edge
+	// follows the room forward from its newest event. Always set.
 	Prev string
 }

@@ -245,9 +245,17 @@ func TestSoftDelete(t *testing.T) {
 					}
 				}
 				check("created", true)
-				mustTok(t)(p.delete(ctx, w))
+				oneWrite := func(op func(context.Context, *world) (router.Token, error)) {
+					t.Helper()
+					before := f.db.writes.Load()
+					tok := mustTok(t)(op(ctx, w))
+					if n := f.db.writes.Load() - before; n != 1 || tok.IsZero() {
+						t.Fatalf("%d router writes, token %v; want one write with a token", n, tok)
+					}
+				}
+				oneWrite(p.delete)
 				check(p.name+" deleted", false)
-				mustTok(t)(p.restore(ctx, w))
+				oneWrite(p.restore)
 				check(p.name+" restored", true)
 			})
 		}

@@ -3,6 +3,7 @@ package repos
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -338,8 +339,10 @@ func checkString(field, s string, max int, allowSpaceControls bool) error {
 }
 
 // checkJSONObject validates event or message content: a JSON object of at
-// most max bytes, valid UTF-8, without the escape \u0000 (PostgreSQL's
-// jsonb cannot store it).
+// most max bytes, valid UTF-8, without the escape \u0000 or unpaired
+// surrogate escapes (PostgreSQL's jsonb cannot store them), whose numbers
+// fit a float64 (jsonb would store 1e100000 as 100 001 digits: a 10-byte
+// input must not become 100 kB; and most clients could not decode it).
 func checkJSONObject(field string, b []byte, max int) error {
 	switch {
 	case len(b) == 0:
@@ -354,15 +357,67 @@ func checkJSONObject(field string, b []byte, max int) error {
 	if t := bytes.TrimLeft(b, " \t\r\n"); t[0] != '{' {
 		return invalid(field, "not a JSON object")
 	}
+	if err := checkJSONNumbers(b); err != nil {
+		return invalid(field, "%v", err)
+	}
 	// In valid JSON a backslash only starts an escape inside a string.
+	// jsonb also refuses \u0000 and unpaired UTF-16 surrogate escapes.
+	pendingHigh := false
 	for i := 0; i < len(b); i++ {
 		if b[i] != '\\' {
+			if pendingHigh {
+				return invalid(field, "contains an unpaired UTF-16 surrogate escape")
+			}
 			continue
 		}
-		if i+5 < len(b) && b[i+1] == 'u' && string(b[i+2:i+6]) == "0000" {
-			return invalid(field, "contains the escape \\u0000 (NUL)")
+		if b[i+1] != 'u' { // valid JSON: an escape always has its character
+			if pendingHigh {
+				return invalid(field, "contains an unpaired UTF-16 surrogate escape")
+			}
+			i++
+			continue
 		}
-		i++ // skip the escaped character
+		v, _ := strconv.ParseUint(string(b[i+2:i+6]), 16, 16) // valid JSON: 4 hex digits
+		switch {
+		case v == 0:
+			return invalid(field, "contains the escape \\u0000 (NUL)")
+		case v >= 0xD800 && v <= 0xDBFF:
+			if pendingHigh {
+				return invalid(field, "contains an unpaired UTF-16 surrogate escape")
+			}
+			pendingHigh = true
+		case v >= 0xDC00 && v <= 0xDFFF:
+			if !pendingHigh {
+				return invalid(field, "contains an unpaired UTF-16 surrogate escape")
+			}
+			pendingHigh = false
+		default:
+			if pendingHigh {
+				return invalid(field, "contains an unpaired UTF-16 surrogate escape")
+			}
+		}
+		i += 5
+	}
+	if pendingHigh {
+		return invalid(field, "contains an unpaired UTF-16 surrogate escape")
 	}
 	return nil
+}
+
+// checkJSONNumbers reports a number of valid JSON b that does not fit a
+// float64.
+func checkJSONNumbers(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // io.EOF; b was already checked valid
+		}
+		if n, ok := tok.(json.Number); ok {
+			if _, err := strconv.ParseFloat(string(n), 64); err != nil {
+				return fmt.Errorf("number %.20s… out of range", n)
+			}
+		}
+	}
 }

@@ -1,9 +1,11 @@
 package repos_test
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/hsdal/hsdal/repos"
 )
@@ -148,5 +150,49 @@ func FuzzValidators(f *testing.F) {
 		if repos.ValidateNewUserID(s) == nil && repos.ValidateUserID(s) != nil {
 			t.Fatalf("%q is a valid new user ID but not a valid user ID", s)
 		}
+	})
+}
+
+// FuzzContent: whatever the content validator accepts is a JSON object in
+// valid UTF-8 whose decoded strings (keys and values) contain no NUL, which
+// is what PostgreSQL's jsonb requires; rejections are ArgumentErrors.
+func FuzzContent(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":"\u0000"}`, `{"a":"\\u0000"}`, ` {"a":[1,{"b":"\u0001"}]}`, `[]`, `"x"`, `{"a":1`, "{\"\xff\":1}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		err := repos.CheckContent(b)
+		if err != nil {
+			if !errors.Is(err, repos.ErrInvalidArgument) {
+				t.Fatalf("error %v is not ErrInvalidArgument", err)
+			}
+			return
+		}
+		var v map[string]any
+		if err := json.Unmarshal(b, &v); err != nil {
+			t.Fatalf("accepted %q: %v", b, err)
+		}
+		if !utf8.Valid(b) {
+			t.Fatalf("accepted invalid UTF-8 %q", b)
+		}
+		var walk func(any)
+		walk = func(x any) {
+			switch x := x.(type) {
+			case string:
+				if strings.IndexByte(x, 0) >= 0 {
+					t.Fatalf("accepted %q, which decodes to a NUL", b)
+				}
+			case []any:
+				for _, e := range x {
+					walk(e)
+				}
+			case map[string]any:
+				for k, e := range x {
+					walk(k)
+					walk(e)
+				}
+			}
+		}
+		walk(v)
 	})
 }
