@@ -28,9 +28,9 @@
 // specification's grammar (see ValidateUserID and friends), lengths, NUL
 // bytes and control characters, JSON content, page sizes, cursors. A
 // rejection is an *ArgumentError naming the field (errors.Is
-// ErrInvalidArgument) and nothing is written. Database errors map onto
-// ErrNotFound, ErrConflict, ErrInvalidCursor and ErrUnavailable, wrapping
-// the pgx error.
+// ErrInvalidArgument) and nothing is written; a bad cursor is
+// ErrInvalidCursor. Database errors map onto ErrNotFound and ErrConflict
+// (and ErrUnavailable from the router), wrapping the pgx error.
 //
 // # Pagination
 //
@@ -54,8 +54,9 @@
 // parents (a device of a deleted user, a token of a deleted device, the
 // memberships, aliases and events of a deleted room, the messages of a
 // deleted session), backed by partial indexes on deleted_at IS NULL.
-// Delete/Restore pairs make every delete reversible until the maintenance
-// purge.
+// Deletes have Restore counterparts, reversible until the maintenance purge
+// (except DeleteAlias and RevokeToken: a deleted alias is free for reuse, a
+// revoked token is a logout).
 //
 // # Caching seam
 //
