@@ -133,3 +133,45 @@ func BenchmarkEventsPage(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkHotReads measures the hottest single-row reads through the
+// repositories (default consistency: the replica when fresh), uncached.
+//
+//	go test -run '^$' -bench BenchmarkHotReads ./repos
+func BenchmarkHotReads(b *testing.B) {
+	f := newRepos(b)
+	ctx := session(b)
+	alice := mustUser(b, f, ctx, "bench")
+	must[repos.Device](b)(f.Devices.UpsertDevice(ctx, repos.NewDevice{UserID: alice, DeviceID: "D"}))
+	raw := mustToken(b, f, ctx, alice, "D")
+	room := mustRoom(b, f, ctx, alice)
+	must[repos.Membership](b)(f.Memberships.Join(ctx, room, alice))
+	if err := env.cluster.WaitReplicated(ctx); err != nil {
+		b.Fatal(err)
+	}
+	ctx = context.Background() // no session: reads may use the replica
+	b.Run("LookupToken", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := f.AccessTokens.LookupToken(ctx, raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("IsJoined", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if ok, err := f.Memberships.IsJoined(ctx, room, alice); err != nil || !ok {
+				b.Fatal(ok, err)
+			}
+		}
+	})
+	b.Run("GetUser", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := f.Users.GetUser(ctx, alice); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -30,7 +30,9 @@
 // rejection is an *ArgumentError naming the field (errors.Is
 // ErrInvalidArgument) and nothing is written; a bad cursor is
 // ErrInvalidCursor. Database errors map onto ErrNotFound and ErrConflict
-// (and ErrUnavailable from the router), wrapping the pgx error.
+// (and ErrUnavailable from the router), wrapping the pgx error. Any write
+// may also return router.ErrCommitUnknown when the connection died during
+// COMMIT: the write may or may not have happened.
 //
 // # Pagination
 //
