@@ -31,20 +31,26 @@ import (
 //
 // # Guarantees
 //
-//   - No backwards fill: once Invalidate(pos, k) has returned nil, no entry
-//     for k that was read at a position <= pos is served from Redis or any
-//     L1, and none can be stored again (refused atomically in Redis by the
-//     key's invalidation marker, kept for MarkerTTL).
+//   - No backwards fill: once Invalidate(pos, k) has returned nil, a Get of
+//     k begun afterwards is never served, from Redis or this instance's L1,
+//     an entry read at a position <= pos, and no such entry can be stored
+//     again (refused atomically in Redis by the key's invalidation marker,
+//     kept for MarkerTTL). Other instances' L1s drop the entry when the
+//     pub/sub message arrives; an L1 whose subscription is down is not used.
+//     (A Get that joins a lookup of k already under way shares its result;
+//     see Info.Shared.)
 //   - Read-your-writes: Get with token t serves a cached entry only if it was
 //     read at a position > t; otherwise it calls the loader.
 //   - Redis restarts and outages: every shard of keys has an epoch in Redis
-//     (a random value); a fill presents the epoch it saw before loading and
-//     is refused if the epoch changed, and the epoch is recreated with a new
-//     value when Redis lost it. An Invalidate that fails marks this instance's
-//     epoch dirty: until a new epoch has been written to Redis this instance
-//     neither reads nor fills Redis, and once written every older entry is
-//     dead. So when Redis returns, nothing that missed an invalidation is
-//     served.
+//     (a random ID and its creation time); a fill presents the epoch it saw
+//     before loading and is refused if the epoch changed; the epoch is
+//     recreated with a new ID when Redis lost it, and a new epoch is filled
+//     only by loads begun when it was MaxSourceLag old, so lagging sources
+//     cannot refill what lost markers protected. An Invalidate that fails
+//     marks this instance's epoch dirty: until new epochs have been written
+//     to Redis this instance neither reads nor fills Redis, and once written
+//     every older entry is dead. So when Redis returns, nothing that missed
+//     an invalidation is served.
 //
 // Redis requirements: no persistence that can restore an older data set
 // (a restored snapshot brings back markers and entries from before writes

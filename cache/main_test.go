@@ -34,6 +34,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	cluster = c
+	// The outage tests make go-redis log every failed dial; keep the output
+	// readable.
+	redis.SetLogger(discardLogger{})
 	code := m.Run()
 	if err := c.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "stop cluster: %v\n", err)
@@ -282,3 +285,7 @@ func (d *db) loader(id string, calls *atomic.Int64) cache.Loader[string] {
 }
 
 var errBoom = errors.New("boom")
+
+type discardLogger struct{}
+
+func (discardLogger) Printf(context.Context, string, ...any) {}
