@@ -280,3 +280,36 @@ func TestErrUnavailable(t *testing.T) {
 	_, err = rp.Users.GetUser(ctx, uid("u"))
 	wantErr(t, err, repos.ErrUnavailable)
 }
+
+func TestNewConfig(t *testing.T) {
+	tests := []struct {
+		name  string
+		db    repos.DB
+		cfg   repos.Config
+		field string // "" = valid
+	}{
+		{"zero config", env.router, repos.Config{}, ""},
+		{"nil db", nil, repos.Config{}, "db"},
+		{"short cursor key", env.router, repos.Config{CursorKey: []byte("short")}, "cursor_key"},
+		{"short previous key", env.router, repos.Config{CursorKey: cursorKeyForTests, PreviousCursorKeys: [][]byte{[]byte("x")}}, "cursor_key"},
+		{"negative max", env.router, repos.Config{MaxPageSize: -1}, "max_page_size"},
+		{"default above max", env.router, repos.Config{DefaultPageSize: 20, MaxPageSize: 10}, "default_page_size"},
+		{"small max lowers the default", env.router, repos.Config{MaxPageSize: 10}, ""},
+		{"negative touch interval", env.router, repos.Config{DeviceTouchInterval: -1}, "device_touch_interval"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := repos.New(tt.db, tt.cfg)
+			if tt.field == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var ae *repos.ArgumentError
+			if !errors.As(err, &ae) || ae.Field != tt.field {
+				t.Fatalf("got %v, want an ArgumentError for %s", err, tt.field)
+			}
+		})
+	}
+}
