@@ -1,0 +1,216 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Report is the outcome of one chaos run, written as JSON under
+// integration/results/ and summarised by Summary.
+type Report struct {
+	Seed        uint64    `json:"seed"`
+	Replication string    `json:"replication"` // "sync" (quorum) or "async"
+	StartedAt   time.Time `json:"started_at"`
+	DurationS   float64   `json:"duration_s"` // workload duration
+	Users       int       `json:"users"`
+	DALs        int       `json:"dals"`
+
+	// Faults counts the injected faults by kind; FaultErrors the
+	// injections or heals that failed; FaultLog lists them all.
+	Faults      map[string]int `json:"faults"`
+	FaultErrors int            `json:"fault_errors"`
+	FaultLog    []FaultEvent   `json:"fault_log"`
+
+	// Attempted is every operation (reads and writes). Acknowledged,
+	// UnknownOutcome and FailedWrites split the writes.
+	Attempted      int `json:"attempted"`
+	Writes         int `json:"writes"`
+	Acknowledged   int `json:"acknowledged"`
+	UnknownOutcome int `json:"unknown_outcome"`
+	FailedWrites   int `json:"failed_writes"`
+	Reads          int `json:"reads"`
+	ReadsOK        int `json:"reads_ok"`
+	// Errors counts errors by "write.<kind>" / "read.<kind>".
+	Errors    map[string]int `json:"errors"`
+	OpsByKind map[string]int `json:"ops_by_kind"`
+	OpsPerSec float64        `json:"ops_per_s"`
+
+	// Violations counts violations by kind (all must be 0);
+	// ViolationSamples shows some with their history excerpts.
+	Violations       map[string]int `json:"violations"`
+	ViolationSamples []Violation    `json:"violation_samples,omitempty"`
+	// Anomalies are counted behaviours the API does not promise against
+	// (see Check).
+	Anomalies map[string]int `json:"anomalies"`
+	// LostAtFailover: acknowledged writes lost at each primary kill
+	// (asynchronous replication only).
+	LostAtFailover      []int `json:"lost_at_failover,omitempty"`
+	ObservationsChecked int   `json:"observations_checked"`
+	TokenErrors         int64 `json:"token_errors"`
+
+	// WriteUnavailableMS: for each primary kill, the time until the first
+	// write that started after the kill was acknowledged (by the new
+	// primary); -1 if none was.
+	WriteUnavailableMS []int64 `json:"write_unavailable_ms"`
+	// RouterNoPrimaryMS: per DAL, the total time its router knew no usable
+	// primary (sampled every 50ms).
+	RouterNoPrimaryMS []int64 `json:"router_no_primary_ms"`
+	// ReadErrorsDuringFaults counts failed reads that overlapped a fault
+	// (from its injection until 2s after its heal, the breakers' open
+	// time); ReadErrorsOutsideFaults the others.
+	ReadErrorsDuringFaults  int `json:"read_errors_during_faults"`
+	ReadErrorsOutsideFaults int `json:"read_errors_outside_faults"`
+	// ReadErrorsByFault counts failed reads by the kind of the fault(s)
+	// they overlapped.
+	ReadErrorsByFault map[string]int `json:"read_errors_by_fault"`
+
+	// Cache says whether cache faults and checks ran.
+	Cache CacheReport `json:"cache"`
+
+	// History is the run's history (not serialised with the report; see
+	// History.MarshalJSON).
+	History *History `json:"-"`
+}
+
+// CacheReport says whether the cache part of the suite ran.
+type CacheReport struct {
+	Enabled bool   `json:"enabled"`
+	Note    string `json:"note,omitempty"`
+}
+
+// ViolationTotal is the number of violations of every kind.
+func (r *Report) ViolationTotal() int {
+	n := 0
+	for _, v := range r.Violations {
+		n += v
+	}
+	return n
+}
+
+// WriteJSON writes the report, indented, to path (creating its directory).
+func (r *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("integration: report: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("integration: report: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("integration: report: %w", err)
+	}
+	return nil
+}
+
+func sortedKV(m map[string]int, skipZero bool) string {
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		if v != 0 || !skipZero {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, " ")
+}
+
+// Summary is a few lines of the numbers that matter, for stdout.
+func (r *Report) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "chaos seed=%d replication=%s duration=%.0fs users=%d dals=%d\n", r.Seed, r.Replication, r.DurationS, r.Users, r.DALs)
+	fmt.Fprintf(&b, "  faults: %s (failed %d)\n", sortedKV(r.Faults, false), r.FaultErrors)
+	fmt.Fprintf(&b, "  ops: attempted=%d (%.0f/s) writes=%d acknowledged=%d unknown_outcome=%d failed=%d reads=%d ok=%d\n",
+		r.Attempted, r.OpsPerSec, r.Writes, r.Acknowledged, r.UnknownOutcome, r.FailedWrites, r.Reads, r.ReadsOK)
+	fmt.Fprintf(&b, "  errors: %s\n", sortedKV(r.Errors, true))
+	fmt.Fprintf(&b, "  write unavailable after primary kill (ms): %v; router without primary (ms per DAL): %v\n",
+		r.WriteUnavailableMS, r.RouterNoPrimaryMS)
+	fmt.Fprintf(&b, "  read errors: during faults=%d (%s) outside=%d\n", r.ReadErrorsDuringFaults,
+		sortedKV(r.ReadErrorsByFault, true), r.ReadErrorsOutsideFaults)
+	fmt.Fprintf(&b, "  checked %d observations: violations %d (%s); anomalies: %s",
+		r.ObservationsChecked, r.ViolationTotal(), sortedKV(r.Violations, true), sortedKV(r.Anomalies, false))
+	if len(r.LostAtFailover) > 0 {
+		fmt.Fprintf(&b, "; lost at each failover: %v", r.LostAtFailover)
+	}
+	fmt.Fprintf(&b, "\n  cache: enabled=%v %s", r.Cache.Enabled, r.Cache.Note)
+	return b.String()
+}
+
+// fill computes the op and fault statistics of r from h and the fault log.
+func (r *Report) fill(h *History, faults []FaultEvent, settle time.Duration) {
+	r.Errors = map[string]int{}
+	r.OpsByKind = map[string]int{}
+	r.ReadErrorsByFault = map[string]int{}
+	ops := h.Ops()
+	for _, op := range ops {
+		if op.Level == LevelFinal || strings.HasPrefix(op.Kind, "setup") {
+			continue
+		}
+		r.Attempted++
+		r.OpsByKind[op.Kind]++
+		if op.IsWrite() {
+			r.Writes++
+			switch op.Outcome {
+			case Acked:
+				r.Acknowledged++
+			case Unknown:
+				r.UnknownOutcome++
+			case Failed:
+				r.FailedWrites++
+			}
+			if op.ErrKind != "" {
+				r.Errors["write."+op.ErrKind]++
+			}
+			continue
+		}
+		r.Reads++
+		if op.Outcome == Acked {
+			r.ReadsOK++
+			continue
+		}
+		r.Errors["read."+op.ErrKind]++
+		during := false
+		for _, f := range faults {
+			end := f.Healed
+			if end == 0 {
+				end = 1<<62 - 1
+			}
+			if op.End >= f.Start && op.Start <= end+settle {
+				during = true
+				r.ReadErrorsByFault[f.Kind]++
+			}
+		}
+		if during {
+			r.ReadErrorsDuringFaults++
+		} else {
+			r.ReadErrorsOutsideFaults++
+		}
+	}
+	for _, f := range faults {
+		if f.Kind != FaultPrimaryFailover {
+			continue
+		}
+		best := int64(-1)
+		for _, op := range ops {
+			if op.IsWrite() && op.Outcome == Acked && op.Start > f.Start {
+				if ms := (op.End - f.Start).Milliseconds(); best < 0 || ms < best {
+					best = ms
+				}
+			}
+		}
+		r.WriteUnavailableMS = append(r.WriteUnavailableMS, best)
+	}
+	if r.WriteUnavailableMS == nil {
+		r.WriteUnavailableMS = []int64{}
+	}
+}
