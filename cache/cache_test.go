@@ -86,8 +86,12 @@ func TestGetServesFromRedisAfterFill(t *testing.T) {
 		t.Fatalf("stats = %+v", s)
 	}
 
-	// After a write and its invalidation the new value is loaded.
+	// After a write and its invalidation the entry is gone from Redis and
+	// the new value is loaded.
 	f.write("a", "v2")
+	if n := len(entryKeys(t, f.rc, f.prefix, "thing", "a")); n != 0 {
+		t.Fatalf("%d entry keys left after Invalidate", n)
+	}
 	if v, info := f.get("a", 0); v != "v2" || info.Source != cache.SourceLoader {
 		t.Fatalf("after write Get = %q %+v, want v2 from loader", v, info)
 	}
@@ -440,11 +444,7 @@ func TestNegativeEntries(t *testing.T) {
 	}
 	// Its TTL is the negative one.
 	ctx := context.Background()
-	var keys []string
-	iter := f.rc.Scan(ctx, 0, "*:e:thing:*ghost", 100).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
+	keys := entryKeys(t, f.rc, f.prefix, "thing", "ghost")
 	if len(keys) != 1 {
 		t.Fatalf("negative entry keys = %v", keys)
 	}
@@ -582,4 +582,19 @@ func TestInvalidateUnregisteredKindSetsMarker(t *testing.T) {
 	if _, info, _ := ent.Get(ctx, "a", 0, load(10)); info.Source != cache.SourceLoader {
 		t.Fatalf("entry at the marker's position served from %v", info.Source)
 	}
+}
+
+// entryKeys lists the Redis entry keys of kind/id under prefix (any version).
+func entryKeys(t *testing.T, rc *redis.Client, prefix, kind, id string) []string {
+	t.Helper()
+	ctx := context.Background()
+	var keys []string
+	iter := rc.Scan(ctx, 0, prefix+":*:e:"+kind+":*:"+id, 100).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }
