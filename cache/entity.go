@@ -27,6 +27,7 @@ const (
 	SourceRedis                // Redis
 )
 
+// String returns "loader", "l1" or "redis".
 func (s Source) String() string {
 	switch s {
 	case SourceL1:
