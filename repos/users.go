@@ -34,7 +34,14 @@ type NewUser struct {
 	AvatarURL   *string
 	IsAdmin     bool
 	IsGuest     bool
+	// PasswordHash is the homeserver's encoded password hash (bcrypt,
+	// argon2id...; hashing is the caller's job); "" for accounts without a
+	// password. Stored as given, never returned by GetUser, never logged.
+	PasswordHash string
 }
+
+// MaxPasswordHashBytes bounds an encoded password hash.
+const MaxPasswordHashBytes = 1024
 
 // ProfileUpdate changes the profile fields that are non-nil; a pointer to
 // "" clears the field.
@@ -60,9 +67,17 @@ const userColumns = `user_id, displayname, avatar_url, is_admin, is_guest, deact
 
 const (
 	sqlInsertUser = `
-INSERT INTO users (user_id, displayname, avatar_url, is_admin, is_guest, created_ts, updated_ts)
-VALUES ($1, $2, $3, $4, $5, $6, $6)
+INSERT INTO users (user_id, displayname, avatar_url, is_admin, is_guest, created_ts, updated_ts, password_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $6, NULLIF($7, ''))
 RETURNING ` + userColumns
+
+	// Only accounts that may log in: live, not deactivated, with a password.
+	sqlGetPasswordHash = `
+SELECT password_hash FROM users
+WHERE user_id = $1 AND deleted_at IS NULL AND NOT deactivated AND password_hash IS NOT NULL`
+
+	sqlSetPasswordHash = `
+UPDATE users SET password_hash = NULLIF($2, ''), updated_ts = $3 WHERE user_id = $1 AND deleted_at IS NULL`
 
 	sqlGetUser = `SELECT ` + userColumns + ` FROM users WHERE user_id = $1 AND deleted_at IS NULL`
 
@@ -112,10 +127,13 @@ func (u *Users) CreateUser(ctx context.Context, nu NewUser) (User, router.Token,
 	if err := checkProfile(nu.DisplayName, nu.AvatarURL); err != nil {
 		return User{}, router.Token{}, err
 	}
+	if err := checkOpaqueOrEmpty("password_hash", nu.PasswordHash, MaxPasswordHashBytes); err != nil {
+		return User{}, router.Token{}, err
+	}
 	var out User
 	tok, err := write(ctx, u.c, "users.create", func(ctx context.Context, tx pgx.Tx) ([]Change, error) {
 		rows, _ := tx.Query(ctx, sqlInsertUser, nu.UserID, nonEmpty(nu.DisplayName), nonEmpty(nu.AvatarURL),
-			nu.IsAdmin, nu.IsGuest, u.c.nowMS())
+			nu.IsAdmin, nu.IsGuest, u.c.nowMS(), nu.PasswordHash)
 		var err error
 		out, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[User])
 		return []Change{{Kind: ChangeUser, Key: nu.UserID}}, err
@@ -145,6 +163,46 @@ func (u *Users) fetchUser(ctx context.Context, cons router.Consistency, userID s
 	return read(ctx, u.c, "users.get", cons, false, func(ctx context.Context, q router.Querier) (User, error) {
 		rows, _ := q.Query(ctx, sqlGetUser, userID)
 		return pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[User])
+	})
+}
+
+// GetPasswordHash returns the stored password hash of a user who may log
+// in (live, not deactivated, with a password), for the homeserver to verify
+// a login against. Pass router.Strong() (or read inside the session of a
+// password change) if a password changed a moment ago must not still be
+// accepted from a lagging replica.
+//
+// Errors: ErrInvalidArgument; ErrNotFound if the user is absent, deleted,
+// deactivated or has no password; ErrUnavailable.
+func (u *Users) GetPasswordHash(ctx context.Context, userID string, opts ...router.Consistency) (string, error) {
+	cons, err := consistency(opts)
+	if err != nil {
+		return "", err
+	}
+	if err := checkUserID("user_id", userID, false); err != nil {
+		return "", err
+	}
+	v, _, err := read(ctx, u.c, "users.get_password_hash", cons, false, func(ctx context.Context, q router.Querier) (string, error) {
+		rows, _ := q.Query(ctx, sqlGetPasswordHash, userID)
+		return pgx.CollectExactlyOneRow(rows, pgx.RowTo[string])
+	})
+	return v, err
+}
+
+// SetPasswordHash replaces a live user's password hash ("" removes the
+// password).
+//
+// Errors: ErrInvalidArgument (the message never contains the hash);
+// ErrNotFound; ErrUnavailable.
+func (u *Users) SetPasswordHash(ctx context.Context, userID, hash string) (router.Token, error) {
+	if err := checkUserID("user_id", userID, false); err != nil {
+		return router.Token{}, err
+	}
+	if err := checkOpaqueOrEmpty("password_hash", hash, MaxPasswordHashBytes); err != nil {
+		return router.Token{}, err
+	}
+	return write(ctx, u.c, "users.set_password_hash", func(ctx context.Context, tx pgx.Tx) ([]Change, error) {
+		return []Change{{Kind: ChangeUser, Key: userID}}, execOne(ctx, tx, sqlSetPasswordHash, userID, hash, u.c.nowMS())
 	})
 }
 

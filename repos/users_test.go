@@ -2,6 +2,7 @@ package repos_test
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,6 +91,38 @@ func TestUsers(t *testing.T) {
 		_, err = f.Users.RestoreUser(ctx, dave)
 		wantErr(t, err, repos.ErrNotFound)
 	})
+}
+
+func TestPasswordHash(t *testing.T) {
+	f := newRepos(t)
+	ctx := session(t)
+	const hash = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
+	alice := uid("alice")
+	must[repos.User](t)(f.Users.CreateUser(ctx, repos.NewUser{UserID: alice, PasswordHash: hash}))
+	got, err := f.Users.GetPasswordHash(ctx, alice)
+	if err != nil || got != hash {
+		t.Fatalf("hash %q, %v", got, err)
+	}
+	mustTok(t)(f.Users.SetPasswordHash(ctx, alice, "$2b$12$new"))
+	if got, _ := f.Users.GetPasswordHash(ctx, alice, router.Strong()); got != "$2b$12$new" {
+		t.Fatalf("after change: %q", got)
+	}
+	mustTok(t)(f.Users.SetPasswordHash(ctx, alice, ""))
+	_, err = f.Users.GetPasswordHash(ctx, alice)
+	wantErr(t, err, repos.ErrNotFound)
+
+	bob := uid("bob")
+	must[repos.User](t)(f.Users.CreateUser(ctx, repos.NewUser{UserID: bob, PasswordHash: hash}))
+	mustTok(t)(f.Users.Deactivate(ctx, bob))
+	_, err = f.Users.GetPasswordHash(ctx, bob)
+	wantErr(t, err, repos.ErrNotFound) // deactivated accounts cannot log in
+	_, err = f.Users.SetPasswordHash(ctx, uid("ghost"), hash)
+	wantErr(t, err, repos.ErrNotFound)
+	_, err = f.Users.SetPasswordHash(ctx, alice, "secret\x00")
+	wantErr(t, err, repos.ErrInvalidArgument)
+	if strings.Contains(err.Error(), "secret") {
+		t.Fatalf("error quotes the hash: %v", err)
+	}
 }
 
 func TestListUsers(t *testing.T) {
