@@ -254,10 +254,10 @@ func TestPurgeSoftDeleted(t *testing.T) {
 	now := time.Now()
 	old, recent := ms(now.Add(-40*24*time.Hour)), ms(now.Add(-24*time.Hour))
 
-	mustExec(t, app, `INSERT INTO users (user_id, displayname, avatar_url, deleted_at) VALUES
-		('@live:hs', 'Live', NULL, NULL),
-		('@gone-old:hs', 'Old Name', 'mxc://hs/old', $1),
-		('@gone-new:hs', 'New Name', NULL, $2)`, old, recent)
+	mustExec(t, app, `INSERT INTO users (user_id, displayname, avatar_url, password_hash, deleted_at) VALUES
+		('@live:hs', 'Live', NULL, NULL, NULL),
+		('@gone-old:hs', 'Old Name', 'mxc://hs/old', '$argon2id$old', $1),
+		('@gone-new:hs', 'New Name', NULL, NULL, $2)`, old, recent)
 	mustExec(t, app, `INSERT INTO devices (user_id, device_id, deleted_at) VALUES
 		('@live:hs', 'OLD', $1), ('@live:hs', 'NEW', $2), ('@live:hs', 'LIVE', NULL)`, old, recent)
 	mustExec(t, app, `INSERT INTO access_tokens (token_hash, user_id, device_id, deleted_at) VALUES
@@ -350,7 +350,7 @@ func TestPurgeSoftDeleted(t *testing.T) {
 		{"recent hidden message kept", `SELECT count(*) FROM private_messages WHERE id = $1`, []any{mNew}, 1},
 		{"live message kept", `SELECT count(*) FROM private_messages WHERE id = $1`, []any{mLive}, 1},
 		{"old user row kept (ID reserved)", `SELECT count(*) FROM users WHERE user_id = '@gone-old:hs'`, nil, 1},
-		{"old user scrubbed", `SELECT count(*) FROM users WHERE user_id = '@gone-old:hs' AND displayname IS NULL AND avatar_url IS NULL`, nil, 1},
+		{"old user scrubbed", `SELECT count(*) FROM users WHERE user_id = '@gone-old:hs' AND displayname IS NULL AND avatar_url IS NULL AND password_hash IS NULL`, nil, 1},
 		{"recent user not scrubbed", `SELECT count(*) FROM users WHERE user_id = '@gone-new:hs' AND displayname = 'New Name'`, nil, 1},
 	}
 	for _, c := range checks {

@@ -72,11 +72,12 @@ var purgeParents = []purgeParent{
 	}},
 }
 
-// scrubUsers clears the profile of users soft-deleted before the cutoff.
-// The row stays: a Matrix user ID must never be registered again.
-const scrubUsers = `UPDATE users t SET displayname = NULL, avatar_url = NULL FROM c
+// scrubUsers clears the profile and the password hash of users soft-deleted
+// before the cutoff. The row stays: a Matrix user ID must never be
+// registered again.
+const scrubUsers = `UPDATE users t SET displayname = NULL, avatar_url = NULL, password_hash = NULL FROM c
 	WHERE t.user_id = c.user_id AND t.deleted_at < $2
-	  AND (t.displayname IS NOT NULL OR t.avatar_url IS NOT NULL)`
+	  AND (t.displayname IS NOT NULL OR t.avatar_url IS NOT NULL OR t.password_hash IS NOT NULL)`
 
 func (m *Maintainer) purgeDeleted(ctx context.Context, conn *pgx.Conn, res *Result) error {
 	now := m.cfg.Now()
