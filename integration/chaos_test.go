@@ -20,11 +20,14 @@ import (
 //	HSDAL_CHAOS_DURATION=10m go test -run TestChaos -timeout 30m -v ./integration
 //	go test -run TestChaos -timeout 30m -v ./integration -chaos.duration=10m
 //
-// writes its report to integration/results/.
+// writes its report to integration/results/. HSDAL_CHAOS_DUMP=1 also writes
+// the whole history next to the report (it is written anyway when the run
+// finds violations).
 var (
 	flagDuration = flag.Duration("chaos.duration", 0, "chaos workload duration; a long run writes its report to integration/results (env HSDAL_CHAOS_DURATION)")
 	flagSeed     = flag.Uint64("chaos.seed", 0, "chaos seed; 0 picks one from the clock (env HSDAL_CHAOS_SEED)")
 	flagAsync    = flag.Bool("chaos.async", false, "asynchronous replication: lost writes are counted, not violations (env HSDAL_CHAOS_ASYNC=1)")
+	flagSlack    = flag.Duration("chaos.slack", 0, "staleness slack of the checker; 0 means integration.DefaultSlack, negative none (env HSDAL_CHAOS_SLACK)")
 	flagOut      = flag.String("chaos.out", "", "report path (env HSDAL_CHAOS_OUT); default integration/results/ for long runs, a temp dir for the short one")
 )
 
@@ -37,12 +40,20 @@ type chaosParams struct {
 	long     bool
 	seed     uint64
 	async    bool
+	slack    time.Duration
 	out      string
 }
 
 func params(t *testing.T) chaosParams {
 	t.Helper()
-	p := chaosParams{duration: *flagDuration, seed: *flagSeed, async: *flagAsync, out: *flagOut}
+	p := chaosParams{duration: *flagDuration, seed: *flagSeed, async: *flagAsync, slack: *flagSlack, out: *flagOut}
+	if v := os.Getenv("HSDAL_CHAOS_SLACK"); v != "" && p.slack == 0 {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("HSDAL_CHAOS_SLACK=%q: %v", v, err)
+		}
+		p.slack = d
+	}
 	if v := os.Getenv("HSDAL_CHAOS_DURATION"); v != "" && p.duration == 0 {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -107,9 +118,10 @@ func TestChaos(t *testing.T) {
 		Cluster:  c,
 		Seed:     p.seed,
 		Duration: p.duration,
+		Slack:    p.slack,
 		Logf:     t.Logf,
 	})
-	if rep != nil && rep.History != nil && (err != nil || rep.ViolationTotal() > 0) {
+	if rep != nil && rep.History != nil && (err != nil || rep.ViolationTotal() > 0 || os.Getenv("HSDAL_CHAOS_DUMP") == "1") {
 		path := p.out + ".history.json"
 		if b, merr := json.Marshal(rep.History); merr == nil && os.WriteFile(path, b, 0o644) == nil {
 			t.Logf("history written to %s", path)
@@ -124,6 +136,11 @@ func TestChaos(t *testing.T) {
 		t.Logf("report written to %s", p.out)
 	}
 	t.Log("\n" + rep.Summary())
+	for kind, msgs := range rep.ErrorSamples {
+		for _, m := range msgs {
+			t.Logf("error sample %s: %s", kind, m)
+		}
+	}
 
 	for _, v := range rep.ViolationSamples {
 		b, _ := json.MarshalIndent(v, "", "  ")

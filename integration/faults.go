@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/hsdal/hsdal/internal/testcluster"
 )
@@ -78,8 +79,11 @@ type FaultEvent struct {
 	Kind   string `json:"kind"`
 	Node   string `json:"node,omitempty"`
 	Detail string `json:"detail,omitempty"`
-	// Start: when the injection began (for a failover, the primary kill).
+	// Start: when the injection began.
 	Start time.Duration `json:"start_ns"`
+	// Killed: for a failover, when the kill -9 of the primary had completed
+	// (a write that started earlier may still have committed on it).
+	Killed time.Duration `json:"killed_ns,omitempty"`
 	// Injected: when the fault was fully in place (for a failover: new
 	// primary promoted and the other standbys following it).
 	Injected time.Duration `json:"injected_ns"`
@@ -175,12 +179,13 @@ func (in *Injector) Log() []FaultEvent {
 	return slices.Clone(in.log)
 }
 
-// PrimaryKills returns the offsets at which the primary was killed.
+// PrimaryKills returns the offsets at which the primary was known dead
+// (FaultEvent.Killed of each failover).
 func (in *Injector) PrimaryKills() []time.Duration {
 	var out []time.Duration
 	for _, e := range in.Log() {
-		if e.Kind == FaultPrimaryFailover {
-			out = append(out, e.Start)
+		if e.Kind == FaultPrimaryFailover && e.Killed > 0 {
+			out = append(out, e.Killed)
 		}
 	}
 	return out
@@ -289,7 +294,8 @@ func (in *Injector) healDue(ctx context.Context, now time.Time) {
 }
 
 func (in *Injector) healOne(ctx context.Context, a *active) bool {
-	hctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	// A heal started is finished even when Run's ctx ends meanwhile.
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
 	err := a.heal(hctx)
 	cancel()
 	if err != nil {
@@ -380,6 +386,10 @@ func (in *Injector) feasible(kind string) bool {
 func (in *Injector) pick(names []string) string { return names[in.rng.IntN(len(names))] }
 
 func (in *Injector) inject(ctx context.Context, kind string) {
+	// An injection started is finished even when Run's ctx ends meanwhile
+	// (a half-made failover would leave the cluster without a primary).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
+	defer cancel()
 	hold := in.between(in.cfg.MinHold, in.cfg.MaxHold)
 	ev := FaultEvent{Kind: kind, Start: in.since()}
 	var (
@@ -446,10 +456,10 @@ func (in *Injector) inject(ctx context.Context, kind string) {
 func (in *Injector) failover(ctx context.Context, ev *FaultEvent) (string, string, func(context.Context) error, error) {
 	old := in.c.Primary().Name
 	target := in.pick(in.standbys(false, ""))
-	ev.Start = in.since()
 	if err := in.c.KillNode(ctx, old); err != nil {
 		return old, "", nil, fmt.Errorf("kill primary: %w", err)
 	}
+	ev.Killed = in.since()
 	in.former = old
 	detect := in.between(in.cfg.MinDetect, in.cfg.MaxDetect)
 	t := time.NewTimer(detect)
@@ -458,10 +468,7 @@ func (in *Injector) failover(ctx context.Context, ev *FaultEvent) (string, strin
 		t.Stop()
 	case <-t.C:
 	}
-	// Promote even when ctx ended: a cluster left without a primary would
-	// make the final check meaningless.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-	defer cancel()
+	pctx := ctx
 	if err := in.c.Promote(pctx, target); err != nil {
 		return old, "promote " + target, in.rejoinOld(old, target), fmt.Errorf("promote %s: %w", target, err)
 	}
@@ -501,12 +508,21 @@ func (in *Injector) terminate(ctx context.Context) (string, string, error) {
 	}
 	defer conn.Close(context.WithoutCancel(tctx))
 	var killed, of int
-	err = conn.QueryRow(tctx, `
+	q := func() error {
+		return conn.QueryRow(tctx, `
 WITH app AS (
     SELECT pid FROM pg_stat_activity
     WHERE usename = 'hsdal' AND backend_type = 'client backend' AND pid <> pg_backend_pid()
 ), victims AS (SELECT pid FROM app ORDER BY random() LIMIT $1)
 SELECT (SELECT count(*) FROM victims WHERE pg_terminate_backend(pid))::int, (SELECT count(*) FROM app)::int`, want).Scan(&killed, &of)
+	}
+	// On a standby the query itself may be cancelled by a recovery conflict.
+	for range 5 {
+		var pgErr *pgconn.PgError
+		if err = q(); err == nil || !errors.As(err, &pgErr) || pgErr.Code != "40001" {
+			break
+		}
+	}
 	if err != nil {
 		return n.Name, "", fmt.Errorf("terminate: %w", err)
 	}

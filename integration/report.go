@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -36,9 +37,11 @@ type Report struct {
 	Reads          int `json:"reads"`
 	ReadsOK        int `json:"reads_ok"`
 	// Errors counts errors by "write.<kind>" / "read.<kind>".
-	Errors    map[string]int `json:"errors"`
-	OpsByKind map[string]int `json:"ops_by_kind"`
-	OpsPerSec float64        `json:"ops_per_s"`
+	Errors map[string]int `json:"errors"`
+	// ErrorSamples holds up to 3 distinct messages per error kind.
+	ErrorSamples map[string][]string `json:"error_samples,omitempty"`
+	OpsByKind    map[string]int      `json:"ops_by_kind"`
+	OpsPerSec    float64             `json:"ops_per_s"`
 
 	// Violations counts violations by kind (all must be 0);
 	// ViolationSamples shows some with their history excerpts.
@@ -52,10 +55,13 @@ type Report struct {
 	LostAtFailover      []int `json:"lost_at_failover,omitempty"`
 	ObservationsChecked int   `json:"observations_checked"`
 	TokenErrors         int64 `json:"token_errors"`
+	// SlowQueries counts the statements the DALs' slow-query tracer logged.
+	SlowQueries int64 `json:"slow_queries_logged"`
 
-	// WriteUnavailableMS: for each primary kill, the time until the first
-	// write that started after the kill was acknowledged (by the new
-	// primary); -1 if none was.
+	// WriteUnavailableMS: for each primary kill, the time from the moment
+	// the old primary was dead (kill -9 completed) until the first write
+	// that started after it was acknowledged (by the new primary); -1 if
+	// none was.
 	WriteUnavailableMS []int64 `json:"write_unavailable_ms"`
 	// RouterNoPrimaryMS: per DAL, the total time its router knew no usable
 	// primary (sampled every 50ms).
@@ -68,6 +74,9 @@ type Report struct {
 	// ReadErrorsByFault counts failed reads by the kind of the fault(s)
 	// they overlapped.
 	ReadErrorsByFault map[string]int `json:"read_errors_by_fault"`
+	// ReadErrorsByLevel counts failed reads by the consistency they asked
+	// for (Strong reads cannot be served while the primary is down).
+	ReadErrorsByLevel map[string]int `json:"read_errors_by_level"`
 
 	// Cache says whether cache faults and checks ran.
 	Cache CacheReport `json:"cache"`
@@ -135,8 +144,8 @@ func (r *Report) Summary() string {
 	fmt.Fprintf(&b, "  errors: %s\n", sortedKV(r.Errors, true))
 	fmt.Fprintf(&b, "  write unavailable after primary kill (ms): %v; router without primary (ms per DAL): %v\n",
 		r.WriteUnavailableMS, r.RouterNoPrimaryMS)
-	fmt.Fprintf(&b, "  read errors: during faults=%d (%s) outside=%d\n", r.ReadErrorsDuringFaults,
-		sortedKV(r.ReadErrorsByFault, true), r.ReadErrorsOutsideFaults)
+	fmt.Fprintf(&b, "  read errors: during faults=%d (%s) outside=%d; by level: %s\n", r.ReadErrorsDuringFaults,
+		sortedKV(r.ReadErrorsByFault, true), r.ReadErrorsOutsideFaults, sortedKV(r.ReadErrorsByLevel, true))
 	fmt.Fprintf(&b, "  checked %d observations: violations %d (%s); anomalies: %s",
 		r.ObservationsChecked, r.ViolationTotal(), sortedKV(r.Violations, true), sortedKV(r.Anomalies, false))
 	if len(r.LostAtFailover) > 0 {
@@ -149,8 +158,16 @@ func (r *Report) Summary() string {
 // fill computes the op and fault statistics of r from h and the fault log.
 func (r *Report) fill(h *History, faults []FaultEvent, settle time.Duration) {
 	r.Errors = map[string]int{}
+	r.ErrorSamples = map[string][]string{}
+	sample := func(kind, msg string) {
+		r.Errors[kind]++
+		if s := r.ErrorSamples[kind]; len(s) < 3 && !slices.Contains(s, msg) {
+			r.ErrorSamples[kind] = append(s, msg)
+		}
+	}
 	r.OpsByKind = map[string]int{}
 	r.ReadErrorsByFault = map[string]int{}
+	r.ReadErrorsByLevel = map[string]int{}
 	ops := h.Ops()
 	for _, op := range ops {
 		if op.Level == LevelFinal || strings.HasPrefix(op.Kind, "setup") {
@@ -169,7 +186,7 @@ func (r *Report) fill(h *History, faults []FaultEvent, settle time.Duration) {
 				r.FailedWrites++
 			}
 			if op.ErrKind != "" {
-				r.Errors["write."+op.ErrKind]++
+				sample("write."+op.ErrKind, op.Err)
 			}
 			continue
 		}
@@ -178,7 +195,8 @@ func (r *Report) fill(h *History, faults []FaultEvent, settle time.Duration) {
 			r.ReadsOK++
 			continue
 		}
-		r.Errors["read."+op.ErrKind]++
+		sample("read."+op.ErrKind, op.Err)
+		r.ReadErrorsByLevel[string(op.Level)]++
 		during := false
 		for _, f := range faults {
 			end := f.Healed
@@ -197,13 +215,13 @@ func (r *Report) fill(h *History, faults []FaultEvent, settle time.Duration) {
 		}
 	}
 	for _, f := range faults {
-		if f.Kind != FaultPrimaryFailover {
+		if f.Kind != FaultPrimaryFailover || f.Killed == 0 {
 			continue
 		}
 		best := int64(-1)
 		for _, op := range ops {
-			if op.IsWrite() && op.Outcome == Acked && op.Start > f.Start {
-				if ms := (op.End - f.Start).Milliseconds(); best < 0 || ms < best {
+			if op.IsWrite() && op.Outcome == Acked && op.Start > f.Killed {
+				if ms := (op.End - f.Killed).Milliseconds(); best < 0 || ms < best {
 					best = ms
 				}
 			}

@@ -34,7 +34,7 @@ type Mix struct {
 	ReadOwnEvents    int // own recent events, in the session
 	ReadOwnMessage   int // one own message, in the session
 	ReadOwnMember    int // own membership, in the session
-	ReadOtherProfile int // another user's profile, BoundedStaleness(d)
+	ReadOtherProfile int // a followed user's profile (one of the next two users), BoundedStaleness(d)
 	ReadTimeline     int // a room's newest events, BoundedStaleness(d)
 }
 
@@ -707,10 +707,9 @@ func (w *Workload) readOwnStrong(u *user) {
 }
 
 func (w *Workload) readOtherProfile(u *user) {
-	other := u.rng.IntN(len(w.users) - 1)
-	if other >= u.idx {
-		other++
-	}
+	// Each user follows two others, so it reads the same profiles again
+	// and again: what monotonic reads are about.
+	other := (u.idx + 1 + u.rng.IntN(2)) % len(w.users)
 	c := w.begin(u, "read_other_profile")
 	c.op.Level, c.op.Bound = LevelBounded, w.bound(u)
 	usr, err := c.d.Users.GetUser(c.ctx, w.users[other].id, router.BoundedStaleness(c.op.Bound))
