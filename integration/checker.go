@@ -74,7 +74,9 @@ type CheckConfig struct {
 	// reflect the writes acknowledged before start - d - Slack. It covers
 	// the router timestamping a probed primary position when the probe's
 	// answer is published rather than when the server read it (one probe
-	// round trip). Default 0 when negative... see DefaultSlack.
+	// round trip: the router's staleness estimate can be short by that).
+	// Zero means no slack (Check is then as strict as the router's claim);
+	// RunChaos uses DefaultSlack unless told otherwise.
 	Slack time.Duration
 	// AllowLoss: the run used asynchronous replication. An acknowledged
 	// write made before a primary kill may be lost at that failover: it is
@@ -88,8 +90,9 @@ type CheckConfig struct {
 	MaxSamples int
 }
 
-// DefaultSlack is the staleness slack used by RunChaos when none is given:
-// one probe round trip on a loaded 2-core test machine is well under it.
+// DefaultSlack is the staleness slack RunChaos gives Check when none is
+// configured: one probe round trip on a loaded 2-core test machine is well
+// under it. (Runs with no slack at all found no stale read either.)
 const DefaultSlack = 50 * time.Millisecond
 
 // Violation is one failed check, with the ops needed to understand it.

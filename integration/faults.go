@@ -102,7 +102,8 @@ type active struct {
 }
 
 // Injector injects faults into a testcluster on a seeded random schedule.
-// Create it with NewInjector, call Run once, then HealAll.
+// Create it with NewInjector, call Run once, then HealAll, from one
+// goroutine; Log, Counts and PrimaryKills are safe to call concurrently.
 type Injector struct {
 	cfg   FaultConfig
 	c     *testcluster.Cluster
@@ -455,7 +456,6 @@ func (in *Injector) inject(ctx context.Context, kind string) {
 // primary.
 func (in *Injector) failover(ctx context.Context, ev *FaultEvent) (string, string, func(context.Context) error, error) {
 	old := in.c.Primary().Name
-	target := in.pick(in.standbys(false, ""))
 	if err := in.c.KillNode(ctx, old); err != nil {
 		return old, "", nil, fmt.Errorf("kill primary: %w", err)
 	}
@@ -467,6 +467,13 @@ func (in *Injector) failover(ctx context.Context, ev *FaultEvent) (string, strin
 	case <-ctx.Done():
 		t.Stop()
 	case <-t.C:
+	}
+	// Like a failover manager, promote the standby that received the most
+	// WAL: with quorum commit only some standby is sure to hold each
+	// acknowledged commit, and promoting another would lose it.
+	target, err := in.mostAdvanced(ctx)
+	if err != nil {
+		return old, "", in.rejoinOld(old, ""), err
 	}
 	pctx := ctx
 	if err := in.c.Promote(pctx, target); err != nil {
@@ -484,7 +491,48 @@ func (in *Injector) failover(ctx context.Context, ev *FaultEvent) (string, strin
 }
 
 func (in *Injector) rejoinOld(old, target string) func(context.Context) error {
-	return func(ctx context.Context) error { return in.c.Rejoin(ctx, old, target) }
+	return func(ctx context.Context) error {
+		if target == "" {
+			p := in.c.Primary()
+			if p == nil || p.Name == old {
+				return fmt.Errorf("no new primary to re-attach %s to", old)
+			}
+			target = p.Name
+		}
+		return in.c.Rejoin(ctx, old, target)
+	}
+}
+
+// mostAdvanced returns the running standby with the highest received WAL
+// position (ties broken at random).
+func (in *Injector) mostAdvanced(ctx context.Context) (string, error) {
+	names := in.standbys(true, "")
+	in.rng.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+	best, bestLSN := "", ""
+	var errs []error
+	for _, name := range names {
+		var lsn string
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		conn, err := pgx.Connect(qctx, in.c.Node(name).SuperDSN())
+		if err == nil {
+			// Zero-padded so that text order is LSN order.
+			err = conn.QueryRow(qctx, `SELECT lpad(split_part(l, '/', 1), 8, '0') || lpad(split_part(l, '/', 2), 8, '0')
+				FROM (SELECT coalesce(greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::text AS l) s`).Scan(&lsn)
+			conn.Close(context.WithoutCancel(qctx))
+		}
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			continue
+		}
+		if best == "" || lsn > bestLSN {
+			best, bestLSN = name, lsn
+		}
+	}
+	if best == "" {
+		return "", fmt.Errorf("no standby to promote: %w", errors.Join(errs...))
+	}
+	return best, nil
 }
 
 // terminate ends 1-5 random application backends on a random running node.

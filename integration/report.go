@@ -74,6 +74,9 @@ type Report struct {
 	// ReadErrorsByFault counts failed reads by the kind of the fault(s)
 	// they overlapped.
 	ReadErrorsByFault map[string]int `json:"read_errors_by_fault"`
+	// WriteUnavailableByFault counts writes that failed with ErrUnavailable
+	// by the kind of the fault(s) they overlapped (same windows as reads).
+	WriteUnavailableByFault map[string]int `json:"write_unavailable_by_fault"`
 	// ReadErrorsByLevel counts failed reads by the consistency they asked
 	// for (Strong reads cannot be served while the primary is down).
 	ReadErrorsByLevel map[string]int `json:"read_errors_by_level"`
@@ -142,8 +145,8 @@ func (r *Report) Summary() string {
 	fmt.Fprintf(&b, "  ops: attempted=%d (%.0f/s) writes=%d acknowledged=%d unknown_outcome=%d failed=%d reads=%d ok=%d\n",
 		r.Attempted, r.OpsPerSec, r.Writes, r.Acknowledged, r.UnknownOutcome, r.FailedWrites, r.Reads, r.ReadsOK)
 	fmt.Fprintf(&b, "  errors: %s\n", sortedKV(r.Errors, true))
-	fmt.Fprintf(&b, "  write unavailable after primary kill (ms): %v; router without primary (ms per DAL): %v\n",
-		r.WriteUnavailableMS, r.RouterNoPrimaryMS)
+	fmt.Fprintf(&b, "  write unavailable after primary kill (ms): %v; router without primary (ms per DAL): %v; unavailable writes by fault: %s\n",
+		r.WriteUnavailableMS, r.RouterNoPrimaryMS, sortedKV(r.WriteUnavailableByFault, true))
 	fmt.Fprintf(&b, "  read errors: during faults=%d (%s) outside=%d; by level: %s\n", r.ReadErrorsDuringFaults,
 		sortedKV(r.ReadErrorsByFault, true), r.ReadErrorsOutsideFaults, sortedKV(r.ReadErrorsByLevel, true))
 	fmt.Fprintf(&b, "  checked %d observations: violations %d (%s); anomalies: %s",
@@ -168,6 +171,21 @@ func (r *Report) fill(h *History, faults []FaultEvent, settle time.Duration) {
 	r.OpsByKind = map[string]int{}
 	r.ReadErrorsByFault = map[string]int{}
 	r.ReadErrorsByLevel = map[string]int{}
+	r.WriteUnavailableByFault = map[string]int{}
+	overlapping := func(op *Op, f func(kind string)) bool {
+		during := false
+		for _, fe := range faults {
+			end := fe.Healed
+			if end == 0 {
+				end = 1<<62 - 1
+			}
+			if op.End >= fe.Start && op.Start <= end+settle {
+				during = true
+				f(fe.Kind)
+			}
+		}
+		return during
+	}
 	ops := h.Ops()
 	for _, op := range ops {
 		if op.Level == LevelFinal || strings.HasPrefix(op.Kind, "setup") {
@@ -188,6 +206,9 @@ func (r *Report) fill(h *History, faults []FaultEvent, settle time.Duration) {
 			if op.ErrKind != "" {
 				sample("write."+op.ErrKind, op.Err)
 			}
+			if op.ErrKind == "unavailable" {
+				overlapping(op, func(kind string) { r.WriteUnavailableByFault[kind]++ })
+			}
 			continue
 		}
 		r.Reads++
@@ -197,18 +218,7 @@ func (r *Report) fill(h *History, faults []FaultEvent, settle time.Duration) {
 		}
 		sample("read."+op.ErrKind, op.Err)
 		r.ReadErrorsByLevel[string(op.Level)]++
-		during := false
-		for _, f := range faults {
-			end := f.Healed
-			if end == 0 {
-				end = 1<<62 - 1
-			}
-			if op.End >= f.Start && op.Start <= end+settle {
-				during = true
-				r.ReadErrorsByFault[f.Kind]++
-			}
-		}
-		if during {
+		if overlapping(op, func(kind string) { r.ReadErrorsByFault[kind]++ }) {
 			r.ReadErrorsDuringFaults++
 		} else {
 			r.ReadErrorsOutsideFaults++

@@ -66,6 +66,10 @@ type WorkloadConfig struct {
 	OpTimeout time.Duration
 	// ThinkTime is the pause between two requests of one user. Default 0.
 	ThinkTime time.Duration
+	// ErrorBackoff is the pause after a request failed with ErrUnavailable,
+	// as a client would back off, so that fast failures during an outage do
+	// not flood the history. Default 50ms; negative means none.
+	ErrorBackoff time.Duration
 	// Bounds are the staleness bounds bounded reads pick from. Default
 	// 250ms, 500ms, 1s, 2s.
 	Bounds []time.Duration
@@ -80,7 +84,9 @@ type WorkloadConfig struct {
 
 // Workload is a set of simulated homeserver users driving DALs and
 // recording every request and its result in a History. Create it with
-// NewWorkload, then Setup once and Run once.
+// NewWorkload, then call Setup once, Run once and ReadFinal once, in that
+// order, from one goroutine; Attempted and TokenErrors are safe to call
+// concurrently with Run.
 type Workload struct {
 	cfg    WorkloadConfig
 	h      *History
@@ -122,6 +128,8 @@ type user struct {
 	events   []*ownEvent
 	msgs     []*ownMsg
 	member   map[string]string // toggle room → believed membership
+	// unavailable: the last request failed with ErrUnavailable.
+	unavailable bool
 }
 
 type ownEvent struct {
@@ -156,6 +164,12 @@ func NewWorkload(cfg WorkloadConfig) (*Workload, error) {
 	}
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = 5 * time.Second
+	}
+	switch {
+	case cfg.ErrorBackoff == 0:
+		cfg.ErrorBackoff = 50 * time.Millisecond
+	case cfg.ErrorBackoff < 0:
+		cfg.ErrorBackoff = 0
 	}
 	if len(cfg.Bounds) == 0 {
 		cfg.Bounds = []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second}
@@ -329,9 +343,12 @@ func (w *Workload) Run(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				w.step(u)
-				if w.cfg.ThinkTime > 0 {
-					t := time.NewTimer(w.cfg.ThinkTime)
+				pause := w.cfg.ThinkTime
+				if w.step(u) {
+					pause += w.cfg.ErrorBackoff
+				}
+				if pause > 0 {
+					t := time.NewTimer(pause)
 					select {
 					case <-ctx.Done():
 						t.Stop()
@@ -344,16 +361,20 @@ func (w *Workload) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-func (w *Workload) step(u *user) {
+// step runs one request of u and reports whether it failed with
+// ErrUnavailable.
+func (w *Workload) step(u *user) bool {
 	n := u.rng.IntN(w.total)
 	for _, o := range w.ops {
 		if n < o.weight {
 			w.attempted.Add(1)
+			u.unavailable = false
 			o.run(w, u)
-			return
+			return u.unavailable
 		}
 		n -= o.weight
 	}
+	return false
 }
 
 // call is one request in flight.
@@ -389,6 +410,7 @@ func (w *Workload) done(u *user, c *call) {
 	}
 	u.token = router.SessionToken(c.ctx).Encode()
 	c.op.Token = u.token
+	u.unavailable = c.op.ErrKind == "unavailable"
 	c.cancel()
 	w.h.Add(c.op)
 }
