@@ -9,6 +9,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/hsdal/hsdal/cache"
 	"github.com/hsdal/hsdal/dal/health"
 	"github.com/hsdal/hsdal/internal/slowquery"
 	"github.com/hsdal/hsdal/repos"
@@ -52,6 +55,31 @@ type Config struct {
 	// HealthThresholds are Health's alert bounds; zero fields mean the
 	// maintenance plan's defaults (health.DefaultThresholds).
 	HealthThresholds health.Thresholds
+
+	// Redis, when set, turns on the hot-entity cache (see package cache):
+	// access-token lookups, user profiles, device lists, room metadata,
+	// joined-member lists and IsJoined are served from Redis when the read's
+	// consistency allows, with durable invalidation by the relay. Any
+	// go-redis UniversalClient works (single node, Sentinel, Cluster). The
+	// DAL never closes it. Default nil: no cache unless RedisAddr is set.
+	Redis redis.UniversalClient
+	// RedisAddr ("host:port") is the simple alternative to Redis: the DAL
+	// opens a single-node client to it and closes it on Close. Ignored when
+	// Redis is set. Default "": no cache.
+	RedisAddr string
+	// Cache tunes the cache when Redis or RedisAddr is set: key prefix,
+	// TTLs, breaker, and the optional in-process tier (Cache.L1.Enabled).
+	// Zero fields mean the cache package's defaults, except MeterProvider
+	// (default Router.MeterProvider), Logger (default Router.Logger) and
+	// MaxSourceLag (default: the router's DefaultMaxStaleness plus 1s, at
+	// least cache.DefaultMaxSourceLag). Every instance sharing a database
+	// must use the same Prefix: one relay invalidates one key space.
+	Cache cache.Config
+	// Relay tunes the durable invalidation relay (used only with a cache).
+	Relay RelayConfig
+	// Warmup loads the hottest entities into the cache in the background
+	// after Open (used only with a cache). Default off.
+	Warmup WarmupConfig
 }
 
 // Environment variables read by ConfigFromEnv.
@@ -63,9 +91,10 @@ const (
 )
 
 // ConfigFromEnv builds a Config from HSDAL_PRIMARY_DSN, HSDAL_REPLICA_DSNS
-// (comma-separated) and HSDAL_CURSOR_KEY (hex or base64, at least 16 bytes),
-// the variables `make up` writes to .cluster.env. Errors wrap ErrConfig and
-// never include a DSN's password.
+// (comma-separated), HSDAL_REDIS_ADDR (RedisAddr; unset means no cache) and
+// HSDAL_CURSOR_KEY (hex or base64, at least 16 bytes), the variables `make
+// up` writes to .cluster.env. Errors wrap ErrConfig and never include a
+// DSN's password.
 func ConfigFromEnv() (Config, error) {
 	cfg := Config{PrimaryDSN: strings.TrimSpace(os.Getenv(EnvPrimaryDSN))}
 	if cfg.PrimaryDSN == "" {
@@ -76,6 +105,7 @@ func ConfigFromEnv() (Config, error) {
 			cfg.ReplicaDSNs = append(cfg.ReplicaDSNs, d)
 		}
 	}
+	cfg.RedisAddr = strings.TrimSpace(os.Getenv(EnvRedisAddr))
 	if k := strings.TrimSpace(os.Getenv(EnvCursorKey)); k != "" {
 		key, err := decodeKey(k)
 		if err != nil {
@@ -107,6 +137,10 @@ type DAL struct {
 	*repos.Repos
 	router *router.Router
 	health *health.Checker
+
+	cache     *cache.Cache          // nil without Redis
+	redis     redis.UniversalClient // the cache's client
+	ownsRedis bool                  // opened from RedisAddr: closed by Close
 }
 
 // Open connects to the cluster, checks that the database schema is the one
@@ -158,12 +192,19 @@ func Open(ctx context.Context, cfg Config) (*DAL, error) {
 		}
 		return nil, fmt.Errorf("dal: open: %w", err)
 	}
+	d := &DAL{Repos: rp, router: rt}
+	if err := d.openCache(cfg, rc); err != nil {
+		rt.Close()
+		return nil, err
+	}
 	hc, err := newHealthChecker(rt, cfg, queries)
 	if err != nil {
+		d.closeCache()
 		rt.Close()
 		return nil, fmt.Errorf("dal: open: %w", err)
 	}
-	return &DAL{Repos: rp, router: rt, health: hc}, nil
+	d.health = hc
+	return d, nil
 }
 
 // checkSchemaVia reads the schema version on the primary, or on a replica
@@ -188,5 +229,6 @@ func (d *DAL) Router() *router.Router { return d.router }
 // Close releases every connection. The DAL must not be used afterwards.
 func (d *DAL) Close() {
 	d.health.Close()
+	d.closeCache()
 	d.router.Close()
 }
