@@ -40,7 +40,9 @@ import (
 //     (A Get that joins a lookup of k already under way shares its result;
 //     see Info.Shared.)
 //   - Read-your-writes: Get with token t serves a cached entry only if it was
-//     read at a position > t; otherwise it calls the loader.
+//     read at a position > t, or t is below the watermark (SetWatermark: the
+//     durable feed has invalidated every write below it, so a current entry
+//     includes every write t covers); otherwise it calls the loader.
 //   - Redis restarts and outages: every shard of keys has an epoch in Redis
 //     (a random ID and its creation time); a fill presents the epoch it saw
 //     before loading and is refused if the epoch changed; the epoch is
@@ -65,7 +67,8 @@ type Cache struct {
 	cb     *gobreaker.CircuitBreaker[struct{}]
 	log    *slog.Logger
 
-	readScript, fillScript, invScript, epochScript *redis.Script
+	readScript, fillScript, invScript, epochScript, wmScript *redis.Script
+	lastWatermark                                            atomic.Uint64 // set by this instance
 
 	// dropped counts invalidations dropped so far; clean is the value of
 	// dropped covered by the last successful epoch bump. The epoch is dirty
@@ -111,6 +114,7 @@ func New(client redis.UniversalClient, cfg Config) (*Cache, error) {
 		fillScript:  redis.NewScript(fillLua),
 		invScript:   redis.NewScript(invalidateLua),
 		epochScript: redis.NewScript(setEpochLua),
+		wmScript:    redis.NewScript(setWatermarkLua),
 		epochs:      make([]atomic.Uint64, cfg.Shards),
 		kinds:       make(map[string]string),
 	}
@@ -399,6 +403,50 @@ func (c *Cache) Invalidate(ctx context.Context, pos uint64, keys ...Key) error {
 	return nil
 }
 
+// SetWatermark records that every write at a position below w has been
+// invalidated (Invalidate returned nil for every key it changed). From then
+// on a Get whose token is below w may be served a current entry even if the
+// entry was read at or below the token: the entry cannot miss a write the
+// token covers, since that write's invalidation would have deleted it. The
+// watermark is stored per shard under the shard's current epoch (so an epoch
+// change, e.g. after Redis lost its data or BumpEpoch, resets it to none)
+// and sent to every L1 through pub/sub after the invalidation messages
+// published before it, so an L1 uses it only once it has applied them.
+// Watermarks only grow; a lower w is ignored.
+//
+// Only the durable feed can know w (it must have applied every write below
+// w, including those committed outside this process). Call it from one
+// place per key space. It returns an error wrapping ErrUnavailable when Redis
+// cannot be reached, ErrInvalidArgument for w 0, or ErrClosed.
+func (c *Cache) SetWatermark(ctx context.Context, w uint64) error {
+	if w == 0 {
+		return fmt.Errorf("cache: set watermark: %w: position 0", ErrInvalidArgument)
+	}
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	wb := u64bytes(w)
+	msg := append([]byte{msgWatermark}, wb...)
+	err := c.exec(ctx, func(ctx context.Context) error {
+		return c.evalPipeline(ctx, c.wmScript, func(pipe redis.Pipeliner, eval evalFunc) {
+			for s := range c.ks.shards {
+				eval(ctx, pipe, []string{c.ks.epochKey(s), c.ks.watermarkKey(s)}, wb)
+			}
+			pipe.Publish(ctx, c.ks.channel, msg)
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("cache: set watermark: %w", err)
+	}
+	for {
+		cur := c.lastWatermark.Load()
+		if w <= cur || c.lastWatermark.CompareAndSwap(cur, w) {
+			break
+		}
+	}
+	return nil
+}
+
 // Stats returns a snapshot of this instance's counters. Safe for concurrent
 // use.
 func (c *Cache) Stats() Stats {
@@ -407,6 +455,8 @@ func (c *Cache) Stats() Stats {
 		Misses:             c.ctr.misses.Load(),
 		Loads:              c.ctr.loads.Load(),
 		Shared:             c.ctr.shared.Load(),
+		WatermarkHits:      c.ctr.watermarkHits.Load(),
+		Watermark:          c.lastWatermark.Load(),
 		Fills:              c.ctr.fills.Load(),
 		FillsRejectedStale: c.ctr.fillsStale.Load(),
 		FillsRejectedEpoch: c.ctr.fillsEpoch.Load(),

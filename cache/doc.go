@@ -47,6 +47,17 @@
 //   - The L1 keeps the same positions and epochs, applies invalidations from
 //     pub/sub, and is flushed and unused whenever the subscription is down.
 //
+// # Watermark
+//
+// A token-bearing Get normally needs an entry read above its token, so every
+// write makes the writer's later reads miss until entries are refilled. The
+// durable feed, which sees every write, can do better: once it has
+// invalidated every write below w it calls SetWatermark(w), and a Get whose
+// token is below w may use any current entry (one that no invalidation
+// deleted). The watermark lives per shard under the epoch (an epoch change
+// forgets it) and reaches each L1 through pub/sub behind the invalidation
+// messages it vouches for.
+//
 // # Limits
 //
 // Values whose encoding exceeds MaxValueBytes (default 64 KiB) are not cached

@@ -91,6 +91,7 @@ type Entity[V any] struct {
 	ePrefix   []string // per shard: "P:F:{S}:e:KIND:TAG:"
 	mPrefix   []string // per shard: "P:F:{S}:m:KIND:"
 	epochKey  []string
+	wmKey     []string
 }
 
 // NewEntity registers an entity kind with c and returns its typed view. It
@@ -136,6 +137,7 @@ func NewEntity[V any](c *Cache, cfg EntityConfig[V]) (*Entity[V], error) {
 		e.ePrefix = append(e.ePrefix, c.entryKey(s, e.kind, e.tag, ""))
 		e.mPrefix = append(e.mPrefix, c.ks.markerKey(s, e.kind, ""))
 		e.epochKey = append(e.epochKey, c.ks.epochKey(s))
+		e.wmKey = append(e.wmKey, c.ks.watermarkKey(s))
 	}
 	if err := c.register(e.kind, e.tag); err != nil {
 		return nil, err
@@ -161,14 +163,18 @@ func (e *Entity[V]) Invalidate(ctx context.Context, pos uint64, ids ...string) e
 type result[V any] struct {
 	v    V
 	info Info
+	wm   uint64 // the watermark a cached value was served under
 }
 
 // Get returns the entity id, from the L1, Redis or load, in that order.
 //
 // token is the caller's consistency requirement: the position of the latest
 // write the caller must see (0 for none). A cached entry is used only if it
-// was read at a position > token; otherwise Get calls load (which must honour
-// the token itself) and offers the result to the cache.
+// was read at a position > token, or if token is below the watermark (see
+// Cache.SetWatermark: every write below it has been invalidated, so a current
+// entry includes every write of its key the token covers); otherwise Get
+// calls load (which must honour the token itself) and offers the result to
+// the cache.
 //
 // Concurrent Gets of the same id in one process share one Redis lookup and at
 // most one load (a caller whose token the shared result does not cover runs
@@ -188,6 +194,9 @@ func (e *Entity[V]) Get(ctx context.Context, id string, token uint64, load Loade
 		if h, ok := e.l1.get(k, token, e.c.epochOf); ok {
 			if v, found, err := e.decode(h.payload, h.negative); err == nil {
 				e.c.inst.lookups.Add(ctx, 1, e.attrs.l1Hit)
+				if !covers(h.pos, token) {
+					e.c.ctr.watermarkHits.Add(1)
+				}
 				return v, Info{Found: found, Pos: h.pos, Source: SourceL1}, nil
 			}
 			e.l1.invalidate(k, h.pos)
@@ -197,7 +206,7 @@ func (e *Entity[V]) Get(ctx context.Context, id string, token uint64, load Loade
 	r, shared, err := e.flight.do(ctx, id, &e.c.ctr.waiting, fetch)
 	if shared {
 		switch {
-		case err == nil && covers(r.info.Pos, token):
+		case err == nil && (covers(r.info.Pos, token) || r.info.Source != SourceLoader && token < r.wm):
 			e.c.ctr.shared.Add(1)
 			e.c.inst.loads.Add(ctx, 1, e.attrs.sharedLoad)
 			r.info.Shared = true
@@ -235,7 +244,7 @@ func (e *Entity[V]) fetch(ctx context.Context, k l1Key, token uint64, load Loade
 		ekey, mkey = e.ePrefix[sh]+k.id, e.mPrefix[sh]+k.id
 		snap := e.snap()
 		started = snap.at
-		ep, age, raw, err := e.read(ctx, sh, mkey, ekey)
+		ep, age, raw, wm, err := e.read(ctx, sh, mkey, ekey)
 		switch {
 		case err != nil:
 			useRedis = false
@@ -246,7 +255,7 @@ func (e *Entity[V]) fetch(ctx context.Context, k l1Key, token uint64, load Loade
 				break
 			}
 			h, herr := parseHeader(raw)
-			if herr != nil || !covers(h.pos, token) {
+			if herr != nil || !covers(h.pos, token) && token >= wm {
 				break
 			}
 			payload := []byte(raw[hdrLen:])
@@ -257,11 +266,14 @@ func (e *Entity[V]) fetch(ctx context.Context, k l1Key, token uint64, load Loade
 				break
 			}
 			c.ctr.redisHits.Add(1)
+			if !covers(h.pos, token) {
+				c.ctr.watermarkHits.Add(1)
+			}
 			c.inst.lookups.Add(ctx, 1, e.attrs.redisHit)
 			if e.l1 != nil {
 				e.l1.put(k, sh, payload, h.pos, h.epoch, h.negative, snap)
 			}
-			return result[V]{v: v, info: Info{Found: found, Pos: h.pos, Source: SourceRedis}}, nil
+			return result[V]{v: v, info: Info{Found: found, Pos: h.pos, Source: SourceRedis}, wm: wm}, nil
 		}
 	}
 	c.ctr.misses.Add(1)
@@ -290,22 +302,23 @@ func (e *Entity[V]) snap() l1Snap {
 }
 
 // read runs readLua: the shard's epoch ID (the epoch is created if missing)
-// and its age by the Redis server's clock when the script ran, and the entry
-// if it is current and above the marker ("" if none).
-func (e *Entity[V]) read(ctx context.Context, sh int, mkey, ekey string) (id uint64, age time.Duration, raw string, err error) {
+// and its age by the Redis server's clock when the script ran, the entry if
+// it is current and above the marker ("" if none), and the shard's
+// watermark (0 if none).
+func (e *Entity[V]) read(ctx context.Context, sh int, mkey, ekey string) (id uint64, age time.Duration, raw string, wm uint64, err error) {
 	var res []any
 	err = e.c.exec(ctx, func(ctx context.Context) error {
 		var err error
-		res, err = e.c.readScript.Run(ctx, e.c.client, []string{e.epochKey[sh], mkey, ekey}, u64bytes(newEpochID())).Slice()
+		res, err = e.c.readScript.Run(ctx, e.c.client, []string{e.epochKey[sh], mkey, ekey, e.wmKey[sh]}, u64bytes(newEpochID())).Slice()
 		return err
 	})
 	if err != nil {
-		return 0, 0, "", err
+		return 0, 0, "", 0, err
 	}
-	bad := func(what string) (uint64, time.Duration, string, error) {
-		return 0, 0, "", fmt.Errorf("cache: read script: bad %s", what)
+	bad := func(what string) (uint64, time.Duration, string, uint64, error) {
+		return 0, 0, "", 0, fmt.Errorf("cache: read script: bad %s", what)
 	}
-	if len(res) < 2 || len(res) > 3 {
+	if len(res) != 4 {
 		return bad("result")
 	}
 	ep, ok := res[0].(string)
@@ -320,10 +333,11 @@ func (e *Entity[V]) read(ctx context.Context, sh int, mkey, ekey string) (id uin
 	if !ok {
 		return bad("time")
 	}
-	if len(res) == 3 {
-		raw, _ = res[2].(string)
+	raw, _ = res[2].(string)
+	if w, ok := res[3].(string); ok && len(w) == 8 {
+		wm = beUint64(w)
 	}
-	return beUint64(ep[:8]), time.Duration(now-created) * time.Millisecond, raw, nil
+	return beUint64(ep[:8]), time.Duration(now-created) * time.Millisecond, raw, wm, nil
 }
 
 func (e *Entity[V]) count(ctx context.Context, outcome string) {

@@ -32,6 +32,7 @@ func validName(s string) bool {
 //	P:F:{S}:ep                   the shard's epoch: 8 random bytes
 //	P:F:{S}:m:KIND:ID            invalidation marker: 8-byte big-endian position
 //	P:F:{S}:e:KIND:VER.CODEC:ID  entry: header (see entryHeader) + payload
+//	P:F:{S}:wm                   the shard's watermark: epoch ID (8) + position (8)
 //	P:F:inv                      pub/sub channel for L1 invalidations
 //
 // The "{S}" hash tag keeps a key's entry, its marker and its shard's epoch in
@@ -70,6 +71,8 @@ func (ks *keyspace) shard(kind, id string) int {
 }
 
 func (ks *keyspace) epochKey(shard int) string { return ks.base[shard] + "ep" }
+
+func (ks *keyspace) watermarkKey(shard int) string { return ks.base[shard] + "wm" }
 
 func (ks *keyspace) markerKey(shard int, kind, id string) string {
 	return ks.base[shard] + "m:" + kind + ":" + id
@@ -118,9 +121,11 @@ func beUint64(s string) uint64 {
 func u64bytes(x uint64) []byte { return binary.BigEndian.AppendUint64(make([]byte, 0, 8), x) }
 
 // Pub/sub messages: 'i' pos(8) then (uvarint len, kind, uvarint len, id)*
-// drops L1 entries; 'f' flushes every L1. Anything else flushes too.
+// drops L1 entries; 'w' pos(8) raises every L1's watermark; 'f' flushes
+// every L1. Anything else flushes too.
 const (
 	msgInvalidate = 'i'
+	msgWatermark  = 'w'
 	msgFlush      = 'f'
 )
 

@@ -23,6 +23,9 @@ type l1 struct {
 
 	// state is gen<<1 | trusted; written under mu, read atomically by snap.
 	state atomic.Uint64
+	// wm is the watermark as received through the subscription, after every
+	// invalidation message published before it (0 after a flush).
+	wm atomic.Uint64
 
 	mu         sync.Mutex
 	entries    map[l1Key]*l1Entry
@@ -93,7 +96,8 @@ func (l *l1) snap() l1Snap { return l1Snap{state: l.state.Load(), at: l.now()} }
 func (l *l1) trusted() bool { return l.state.Load()&1 == 1 }
 
 // get returns the entry for k if it is trusted, unexpired, of the shard's
-// current epoch and filled at a position that covers token.
+// current epoch and filled at a position that covers token (or token is below
+// the watermark).
 func (l *l1) get(k l1Key, token uint64, epochOf func(shard int) uint64) (l1Hit, bool) {
 	if !l.trusted() {
 		l.misses.Add(1)
@@ -106,7 +110,7 @@ func (l *l1) get(k l1Key, token uint64, epochOf func(shard int) uint64) (l1Hit, 
 		l.removeLocked(e)
 		ok = false
 	}
-	if !ok || !covers(e.pos, token) {
+	if !ok || !covers(e.pos, token) && token >= l.wm.Load() {
 		l.mu.Unlock()
 		l.misses.Add(1)
 		return l1Hit{}, false
@@ -210,9 +214,19 @@ func (l *l1) setTrusted(trusted bool, reason string) {
 	l.mu.Unlock()
 }
 
+// raiseWatermark records a watermark message.
+func (l *l1) raiseWatermark(w uint64) {
+	l.mu.Lock()
+	if w > l.wm.Load() {
+		l.wm.Store(w)
+	}
+	l.mu.Unlock()
+}
+
 func (l *l1) flushLocked(reason string) {
 	st := l.state.Load()
 	l.state.Store(st + 2) // next gen, same trust bit
+	l.wm.Store(0)
 	clear(l.entries)
 	clear(l.markers)
 	l.markerQ = l.markerQ[:0]

@@ -19,6 +19,10 @@ type Stats struct {
 	Misses    uint64 // Gets that needed a load (absent, stale for the token, or Redis unavailable)
 	Loads     uint64 // loader calls
 	Shared    uint64 // Gets answered by another caller's concurrent load of the same key
+	// WatermarkHits counts hits (L1 or Redis) whose entry was read at or
+	// below the Get's token and was served because the token is below the
+	// watermark.
+	WatermarkHits uint64
 
 	Fills              uint64 // entries stored in Redis
 	FillsRejectedStale uint64 // refused: position not above the key's invalidation marker
@@ -40,6 +44,7 @@ type Stats struct {
 	L1Bytes   int
 	L1Trusted bool // the L1 subscription is up and the L1 is in use
 
+	Watermark  uint64          // the last watermark this instance set (SetWatermark)
 	Waiting    int64           // callers now waiting for another caller's load
 	Breaker    gobreaker.State // state of the Redis breaker
 	EpochDirty bool            // invalidations were dropped and the epoch bump has not succeeded yet
@@ -55,7 +60,7 @@ func (s Stats) L1HitRate() float64 {
 }
 
 type counters struct {
-	redisHits, misses, loads, shared                                           atomic.Uint64
+	redisHits, misses, loads, shared, watermarkHits                            atomic.Uint64
 	fills, fillsStale, fillsEpoch, fillsTooOld, fillsTooLarge, fillsSuperseded atomic.Uint64
 	fillsSkipped, fillsYoungEpoch, fillErrors                                  atomic.Uint64
 	invalidations, invalidationErrors, epochBumps, redisErrors                 atomic.Uint64

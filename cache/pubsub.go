@@ -79,6 +79,10 @@ func (c *Cache) runSubscription(ctx context.Context, ps *redis.PubSub) (trusted 
 }
 
 func (c *Cache) handleMessage(payload string) {
+	if len(payload) == 9 && payload[0] == msgWatermark {
+		c.l1.raiseWatermark(beUint64(payload[1:]))
+		return
+	}
 	if len(payload) > 0 && payload[0] == msgInvalidate {
 		if pos, keys, ok := parseInvalidation(payload); ok {
 			for _, k := range keys {

@@ -28,30 +28,58 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
-// readLua returns {epoch, now} or {epoch, now, entry}, now being the server
-// time in ms. It creates the shard's epoch with the ID ARGV[1] (fresh and
-// random) when it is missing, which is what happens after Redis lost its
-// data: fills that saw the old epoch are then refused by fillLua. An entry
-// is returned only if it carries the current epoch's ID and was filled at a
-// position above the key's marker.
+// readLua returns {epoch, now, entry, watermark}, now being the server time
+// in ms; entry is false unless there is a current entry, watermark is false
+// unless the shard has one for the current epoch (8 bytes). It creates the
+// shard's epoch with the ID ARGV[1] (fresh and random) when it is missing,
+// which is what happens after Redis lost its data: fills that saw the old
+// epoch are then refused by fillLua. An entry is returned only if it carries
+// the current epoch's ID and was filled at a position above the key's
+// marker.
 //
-// KEYS: epoch, marker, entry. ARGV: candidate epoch ID.
+// KEYS: epoch, marker, entry, watermark. ARGV: candidate epoch ID.
 const readLua = luaHelpers + luaNow + `
 local ep = redis.call('GET', KEYS[1])
 if not ep or string.len(ep) < 9 then
   ep = ARGV[1] .. string.format('%.0f', now)
   redis.call('SET', KEYS[1], ep)
 end
+local wm = redis.call('GET', KEYS[4])
+if not wm or string.len(wm) ~= 16 or string.sub(wm, 1, 8) ~= string.sub(ep, 1, 8) then
+  wm = false
+else
+  wm = string.sub(wm, 9, 16)
+end
 local v = redis.call('GET', KEYS[3])
-if not v then return {ep, now} end
-if string.len(v) < 18 or string.sub(v, 2, 9) ~= string.sub(ep, 1, 8) then return {ep, now} end
+if not v then return {ep, now, false, wm} end
+if string.len(v) < 18 or string.sub(v, 2, 9) ~= string.sub(ep, 1, 8) then return {ep, now, false, wm} end
 local m = redis.call('GET', KEYS[2])
 if m then
   local ph, pl = hilo(v, 10)
   local mh, ml = hilo(m, 1)
-  if not gt(ph, pl, mh, ml) then return {ep, now} end
+  if not gt(ph, pl, mh, ml) then return {ep, now, false, wm} end
 end
-return {ep, now, v}
+return {ep, now, v, wm}
+`
+
+// setWatermarkLua raises the shard's watermark to ARGV[1] (8 bytes) under
+// its current epoch. A watermark of another epoch is replaced; nothing is
+// written when the shard has no epoch (nothing can be cached in it yet).
+// Returns 1 when the watermark was raised.
+//
+// KEYS: epoch, watermark. ARGV: position.
+const setWatermarkLua = luaHelpers + `
+local ep = redis.call('GET', KEYS[1])
+if not ep or string.len(ep) < 9 then return 0 end
+ep = string.sub(ep, 1, 8)
+local cur = redis.call('GET', KEYS[2])
+if cur and string.len(cur) == 16 and string.sub(cur, 1, 8) == ep then
+  local ch, cl = hilo(cur, 9)
+  local wh, wl = hilo(ARGV[1], 1)
+  if not gt(wh, wl, ch, cl) then return 0 end
+end
+redis.call('SET', KEYS[2], ep .. ARGV[1])
+return 1
 `
 
 // setEpochLua gives a shard a new epoch with ID ARGV[1].
