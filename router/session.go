@@ -52,3 +52,14 @@ func mergeSession(ctx context.Context, t Token) {
 		s.merge(t)
 	}
 }
+
+// MergeSession merges t into ctx's session, if ctx has one (otherwise it
+// does nothing), exactly as a Write's token is merged: later non-Strong reads
+// in the session must cover t. A caching layer uses it to record the
+// position a read was served at, so that later reads in the session never
+// return older data (monotonic reads). Safe for concurrent use.
+func MergeSession(ctx context.Context, t Token) {
+	if !t.IsZero() {
+		mergeSession(ctx, t)
+	}
+}
