@@ -42,7 +42,8 @@ func (s Source) String() string {
 // Info describes the value a Get returned.
 type Info struct {
 	// Found is false when the row does not exist (a negative entry or the
-	// loader's found=false); the value is then V's zero value.
+	// loader's found=false); the value is then V's zero value, unless the
+	// entity keeps NegativeValues.
 	Found bool
 	// Pos is the position the value was read at (0 if the loader reported
 	// none). A caller keeping monotonic reads passes Pos-1 as a later token.
@@ -72,6 +73,11 @@ type EntityConfig[V any] struct {
 	MaxValueBytes int
 	// NoNegative disables negative entries: absent rows are not cached.
 	NoNegative bool
+	// NegativeValues keeps the loader's value with a negative entry (for
+	// metadata about the absence, such as where it was read): Get then
+	// returns that value with Found false instead of V's zero value.
+	// Negative entries still live NegativeTTL.
+	NegativeValues bool
 	// NoL1 keeps this kind out of the in-process tier.
 	NoL1 bool
 }
@@ -85,6 +91,7 @@ type Entity[V any] struct {
 	ttl, neg  time.Duration
 	maxBytes  int
 	noNeg     bool
+	negVals   bool
 	l1        *l1
 	flight    flight[V]
 	attrs     entityAttrs
@@ -119,6 +126,7 @@ func NewEntity[V any](c *Cache, cfg EntityConfig[V]) (*Entity[V], error) {
 		neg:      c.cfg.NegativeTTL,
 		maxBytes: c.cfg.MaxValueBytes,
 		noNeg:    cfg.NoNegative,
+		negVals:  cfg.NegativeValues,
 		attrs:    newEntityAttrs(cfg.Kind),
 	}
 	if cfg.TTL > 0 {
@@ -221,12 +229,12 @@ func (e *Entity[V]) Get(ctx context.Context, id string, token uint64, load Loade
 }
 
 func (e *Entity[V]) decode(payload []byte, negative bool) (V, bool, error) {
-	if negative {
+	if negative && !e.negVals {
 		var zero V
 		return zero, false, nil
 	}
 	v, err := e.codec.Decode(payload)
-	return v, err == nil, err
+	return v, err == nil && !negative, err
 }
 
 // fetch is one caller's (or one flight's) Redis lookup, load and fill.
@@ -285,7 +293,7 @@ func (e *Entity[V]) fetch(ctx context.Context, k l1Key, token uint64, load Loade
 		var zero V
 		return result[V]{v: zero}, err
 	}
-	if !found {
+	if !found && !e.negVals {
 		var zero V
 		v = zero
 	}
@@ -377,7 +385,7 @@ func (e *Entity[V]) fill(ctx context.Context, useRedis bool, k l1Key, sh int, ek
 	}
 	buf := appendHeader(make([]byte, 0, 128), epoch, r.info.Pos, !r.info.Found)
 	ttl := e.neg
-	if r.info.Found {
+	if r.info.Found || e.negVals {
 		var err error
 		buf, err = e.codec.Append(buf, r.v)
 		if err != nil {
@@ -385,6 +393,8 @@ func (e *Entity[V]) fill(ctx context.Context, useRedis bool, k l1Key, sh int, ek
 			e.count(ctx, outError)
 			return
 		}
+	}
+	if r.info.Found {
 		ttl = e.ttl
 	}
 	if len(buf)-hdrLen > e.maxBytes {
