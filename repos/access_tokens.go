@@ -68,15 +68,36 @@ WHERE t.token_hash = $1 AND t.deleted_at IS NULL
   AND (t.expires_ts IS NULL OR t.expires_ts > $2)
   AND (t.device_id IS NULL OR d.deleted_at IS NULL AND d.device_id IS NOT NULL)`
 
+	// The cached lookup: the same rows without the expiry filter (a cached
+	// owner carries expires_ts and is checked against the clock at use).
+	sqlLookupTokenCached = `
+SELECT t.user_id, t.device_id, u.is_admin, u.is_guest, t.expires_ts, d.last_seen_ts, d.last_seen_ip
+FROM access_tokens t
+JOIN users u ON u.user_id = t.user_id AND u.deleted_at IS NULL AND NOT u.deactivated
+LEFT JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
+WHERE t.token_hash = $1 AND t.deleted_at IS NULL
+  AND (t.device_id IS NULL OR d.deleted_at IS NULL AND d.device_id IS NOT NULL)`
+
 	// Inserts nothing (→ ErrNotFound) unless the user is live and not
-	// deactivated and the device, if any, is live.
+	// deactivated and the device, if any, is live. FOR SHARE holds the user
+	// and device rows until commit, so a concurrent deactivation, deletion
+	// or device logout either waits for this insert (and then finds the
+	// token when it invalidates the cached lookups of the user's tokens) or
+	// goes first (and this insert, re-checking the row, inserts nothing).
 	sqlInsertToken = `
+WITH u AS (
+    SELECT user_id FROM users
+    WHERE user_id = $2 AND deleted_at IS NULL AND NOT deactivated
+    FOR SHARE
+), d AS (
+    SELECT device_id FROM devices
+    WHERE $3 <> '' AND user_id = $2 AND device_id = $3 AND deleted_at IS NULL
+    FOR SHARE
+)
 INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts)
 SELECT $1, $2, NULLIF($3, ''), $4, NULLIF($5::bigint, 0)
-FROM users u
-WHERE u.user_id = $2 AND u.deleted_at IS NULL AND NOT u.deactivated
-  AND ($3 = '' OR EXISTS (SELECT 1 FROM devices d
-                          WHERE d.user_id = $2 AND d.device_id = $3 AND d.deleted_at IS NULL))
+FROM u
+WHERE $3 = '' OR EXISTS (SELECT 1 FROM d)
 RETURNING id`
 
 	sqlRevokeToken = `UPDATE access_tokens SET deleted_at = $2 WHERE token_hash = $1 AND deleted_at IS NULL`
@@ -157,8 +178,29 @@ func (a *AccessTokens) LookupToken(ctx context.Context, raw string, opts ...rout
 		return TokenOwner{}, err
 	}
 	h := HashToken(raw)
+	if cs := a.c.caches; cs != nil {
+		o, found, err := cachedGet(ctx, cs.token, cons, string(h[:]), loadOwner(a.c, h))
+		if err != nil {
+			return TokenOwner{}, err
+		}
+		if !found || o.ExpiresTS != nil && *o.ExpiresTS <= a.c.nowMS() {
+			return TokenOwner{}, notFound("access_tokens.lookup")
+		}
+		return o, nil
+	}
 	v, _, err := a.fetchOwner(ctx, cons, h)
 	return v, err
+}
+
+// loadOwner is the cached read behind LookupToken.
+func loadOwner(c *core, h [32]byte) stampedLoad[TokenOwner] {
+	return func(ctx context.Context, cons router.Consistency) (TokenOwner, bool, router.ReadInfo, router.LSN, error) {
+		return readStamped(ctx, c, "access_tokens.lookup", cons,
+			func(b *pgx.Batch) { b.Queue(sqlLookupTokenCached, h[:]) },
+			func(br pgx.BatchResults) (TokenOwner, bool, error) {
+				return collectOne(br, pgx.RowToStructByName[TokenOwner])
+			})
+	}
 }
 
 // fetchOwner is the cacheable read behind LookupToken, keyed by hash. A

@@ -96,6 +96,14 @@ WHERE d.user_id = $1 AND d.deleted_at IS NULL AND d.device_id < $2
 ORDER BY d.device_id DESC
 LIMIT $3`
 
+	// The cached list: every live device of the user, up to a bound.
+	sqlListDevicesAll = `
+SELECT ` + deviceColumns + `
+FROM devices d
+WHERE d.user_id = $1 AND d.deleted_at IS NULL
+ORDER BY d.device_id
+LIMIT $2`
+
 	sqlListDevicesLast = `
 SELECT ` + deviceColumns + `
 FROM devices d
@@ -178,7 +186,8 @@ func (d *Devices) UpsertDevice(ctx context.Context, nd NewDevice) (Device, route
 	}
 	var out Device
 	tok, err := write(ctx, d.c, "devices.upsert", func(ctx context.Context, tx pgx.Tx) ([]Change, error) {
-		changes := []Change{{Kind: ChangeDevices, Key: nd.UserID, Key2: nd.DeviceID}}
+		changes := []Change{{Kind: ChangeDevices, Key: nd.UserID, Key2: nd.DeviceID},
+			{Kind: ChangeTokensOfDevice, Key: nd.UserID, Key2: nd.DeviceID}}
 		var deletedAt int64
 		switch err := tx.QueryRow(ctx, sqlDeletedDeviceAt, nd.UserID, nd.DeviceID).Scan(&deletedAt); {
 		case err == nil:
@@ -233,6 +242,20 @@ func (d *Devices) ListDevices(ctx context.Context, req DevicePageRequest) (Page[
 	if err != nil {
 		return Page[Device]{}, err
 	}
+	if cs := d.c.caches; cs != nil {
+		l, live, err := cachedGet(ctx, cs.devices, req.Consistency, req.UserID, loadDevices(d.c, req.UserID, cs.maxDevices))
+		if err != nil {
+			return Page[Device]{}, err
+		}
+		if !live {
+			return Page[Device]{}, notFound("devices.list")
+		}
+		if items, ok := devicesPage(l, pg); ok {
+			return finishPage(d.c, pg, items, false, func(x Device) cursorPos { return cursorPos{S: x.DeviceID} }), nil
+		}
+		// Too many devices to cache, or a cursor the cached list cannot
+		// place: read the page itself.
+	}
 	items, _, err := d.fetchDevices(ctx, req.Consistency, req.UserID, pg)
 	if err != nil {
 		return Page[Device]{}, err
@@ -253,6 +276,76 @@ func (d *Devices) fetchDevices(ctx context.Context, cons router.Consistency, use
 		}
 		return queryScoped(ctx, q, sqlUserLive, userID, sql, args, pgx.RowToStructByName[Device])
 	})
+}
+
+// loadDevices is the cached read behind ListDevices: the user's liveness and
+// up to max+1 live devices (more than max: cached as large).
+func loadDevices(c *core, userID string, max int) stampedLoad[deviceList] {
+	return func(ctx context.Context, cons router.Consistency) (deviceList, bool, router.ReadInfo, router.LSN, error) {
+		return readStamped(ctx, c, "devices.list", cons,
+			func(b *pgx.Batch) {
+				b.Queue(sqlUserLive, userID)
+				b.Queue(sqlListDevicesAll, userID, max+1)
+			},
+			func(br pgx.BatchResults) (deviceList, bool, error) {
+				var live bool
+				if err := br.QueryRow().Scan(&live); err != nil {
+					return deviceList{}, false, err
+				}
+				rows, err := br.Query()
+				if err != nil {
+					return deviceList{}, false, err
+				}
+				items, err := pgx.CollectRows(rows, pgx.RowToStructByName[Device])
+				switch {
+				case err != nil:
+					return deviceList{}, false, err
+				case !live:
+					return deviceList{}, false, nil
+				case len(items) > max:
+					return deviceList{Large: true}, true, nil
+				}
+				return deviceList{Devices: items}, true, nil
+			})
+	}
+}
+
+// devicesPage cuts one page (up to limit+1 rows, like the page queries)
+// from a cached device list, which is in the database's device_id order.
+// A cursor is placed by finding its device in the list, so no string
+// comparison (whose collation only the database knows) is needed; ok is
+// false when the list is large or the cursor's device is not in it.
+func devicesPage(l deviceList, pg pageState) (items []Device, ok bool) {
+	if l.Large {
+		return nil, false
+	}
+	list := l.Devices
+	at := -1 // the cursor's index
+	if pg.hasFrom {
+		for i := range list {
+			if list[i].DeviceID == pg.start.S {
+				at = i
+				break
+			}
+		}
+		if at < 0 {
+			return nil, false
+		}
+	}
+	n := pg.limit + 1
+	if pg.dir == Forward {
+		from := at + 1
+		return append([]Device{}, list[from:min(from+n, len(list))]...), true
+	}
+	end := len(list)
+	if pg.hasFrom {
+		end = at
+	}
+	items = make([]Device, 0, min(n, end))
+	for i := end - 1; i >= 0 && len(items) < n; i-- {
+		items = append(items, list[i])
+	}
+	return items, true
 }
 
 // TouchDevice records that a device was seen now from t.IP, cheaply: when
@@ -290,7 +383,8 @@ func (d *Devices) TouchDevice(ctx context.Context, t DeviceTouch) (bool, router.
 		if !touched {
 			return nil, nil
 		}
-		return []Change{{Kind: ChangeDevices, Key: t.UserID, Key2: t.DeviceID}}, nil
+		return []Change{{Kind: ChangeDevices, Key: t.UserID, Key2: t.DeviceID},
+			{Kind: ChangeTokensOfDevice, Key: t.UserID, Key2: t.DeviceID}}, nil
 	})
 	return touched, tok, err
 }
@@ -354,9 +448,10 @@ func (d *Devices) deleteDevices(ctx context.Context, op, userID string, ids []st
 			return nil, err
 		}
 		n = len(devices)
-		changes := make([]Change, 0, len(devices)+len(hashes))
+		changes := make([]Change, 0, 2*len(devices)+len(hashes))
 		for _, dev := range devices {
-			changes = append(changes, Change{Kind: ChangeDevices, Key: userID, Key2: dev})
+			changes = append(changes, Change{Kind: ChangeDevices, Key: userID, Key2: dev},
+				Change{Kind: ChangeTokensOfDevice, Key: userID, Key2: dev})
 		}
 		return appendTokenChanges(changes, hashes), nil
 	})
@@ -382,7 +477,8 @@ func (d *Devices) RestoreDevice(ctx context.Context, userID, deviceID string) (r
 		}
 		rows, _ := tx.Query(ctx, sqlDeviceTokenHashes, userID, deviceID)
 		hashes, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
-		return appendTokenChanges([]Change{{Kind: ChangeDevices, Key: userID, Key2: deviceID}}, hashes), err
+		return appendTokenChanges([]Change{{Kind: ChangeDevices, Key: userID, Key2: deviceID},
+			{Kind: ChangeTokensOfDevice, Key: userID, Key2: deviceID}}, hashes), err
 	})
 }
 

@@ -2,6 +2,7 @@ package repos_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -119,8 +120,11 @@ func TestDevices(t *testing.T) {
 		tok1, tok1b, tok2 := mustToken(t, f, ctx, dan, "D1"), mustToken(t, f, ctx, dan, "D1"), mustToken(t, f, ctx, dan, "D2")
 		mustTok(t)(f.AccessTokens.RevokeToken(ctx, tok1b)) // revoked before the device goes
 		mustTok(t)(f.Devices.DeleteDevice(ctx, dan, "D1"))
-		if ch := f.lastChanges(); len(ch) != 2 || ch[1].Kind != repos.ChangeAccessToken || ch[1].Key != string(hash(tok1)) {
-			t.Fatalf("changes %+v", ch)
+		want := []repos.Change{{Kind: repos.ChangeDevices, Key: dan, Key2: "D1"},
+			{Kind: repos.ChangeTokensOfDevice, Key: dan, Key2: "D1"},
+			{Kind: repos.ChangeAccessToken, Key: string(hash(tok1))}}
+		if ch := f.lastChanges(); !slices.Equal(ch, want) {
+			t.Fatalf("changes %+v, want %+v", ch, want)
 		}
 		_, err := f.Devices.GetDevice(ctx, dan, "D1")
 		wantErr(t, err, repos.ErrNotFound)

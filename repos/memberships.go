@@ -3,6 +3,7 @@ package repos
 import (
 	"context"
 	"fmt"
+	"sort"
 
 	"github.com/jackc/pgx/v5"
 
@@ -191,6 +192,18 @@ SELECT ` + membershipColumns + ` FROM room_memberships m
 WHERE m.room_id = $1 AND m.membership = $2 AND (m.membership_ts, m.user_id) < ($3, $4)
 ORDER BY m.membership_ts DESC, m.user_id DESC
 LIMIT $5`
+
+	// The cached list: a room's joined members, up to a bound.
+	sqlListJoinedAll = `
+SELECT ` + membershipColumns + ` FROM room_memberships m
+WHERE m.room_id = $1 AND m.membership = 'join'
+ORDER BY m.membership_ts, m.user_id
+LIMIT $2`
+
+	// Whether the (room, user) membership is join; the room's liveness is
+	// the room entry's business.
+	sqlMembershipIsJoin = `
+SELECT EXISTS (SELECT 1 FROM room_memberships WHERE room_id = $1 AND user_id = $2 AND membership = 'join')`
 
 	// Keyset on room_memberships_user_rooms_idx (user_id, membership,
 	// room_id); rooms that are deleted are skipped by the join.
@@ -438,8 +451,31 @@ func (ms *Memberships) IsJoined(ctx context.Context, roomID, userID string, opts
 	if err := checkRoomAndUser(roomID, userID); err != nil {
 		return false, err
 	}
+	if cs := ms.c.caches; cs != nil {
+		// Two cached entries: the room (a deleted room has no joined
+		// members) and the membership.
+		_, live, err := cachedGet(ctx, cs.room, cons, roomID, loadRoom(ms.c, roomID))
+		if err != nil || !live {
+			return false, err
+		}
+		v, _, err := cachedGet(ctx, cs.joined, cons, joinedKey(roomID, userID), loadJoined(ms.c, roomID, userID))
+		return v, err
+	}
 	v, _, err := ms.fetchIsJoined(ctx, cons, roomID, userID)
 	return v, err
+}
+
+// loadJoined is the cached read of one membership behind IsJoined.
+func loadJoined(c *core, roomID, userID string) stampedLoad[bool] {
+	return func(ctx context.Context, cons router.Consistency) (bool, bool, router.ReadInfo, router.LSN, error) {
+		return readStamped(ctx, c, "memberships.is_joined", cons,
+			func(b *pgx.Batch) { b.Queue(sqlMembershipIsJoin, roomID, userID) },
+			func(br pgx.BatchResults) (bool, bool, error) {
+				var ok bool
+				err := br.QueryRow().Scan(&ok)
+				return ok, err == nil, err
+			})
+	}
 }
 
 // fetchIsJoined is the cacheable read behind IsJoined.
@@ -483,6 +519,22 @@ func (ms *Memberships) ListMembers(ctx context.Context, req MemberPageRequest) (
 	if err != nil {
 		return Page[Membership]{}, err
 	}
+	if cs := ms.c.caches; cs != nil && state == Join {
+		l, live, err := cachedGet(ctx, cs.members, req.Consistency, req.RoomID, loadMembers(ms.c, req.RoomID, cs.maxMembers))
+		if err != nil {
+			return Page[Membership]{}, err
+		}
+		if !live {
+			return Page[Membership]{}, notFound("memberships.list_members")
+		}
+		if items, ok := membersPage(l, pg); ok {
+			return finishPage(ms.c, pg, items, false, func(x Membership) cursorPos {
+				return cursorPos{A: x.MembershipTS, S: x.UserID}
+			}), nil
+		}
+		// A large room, or a cursor the cached list cannot place: read the
+		// page itself.
+	}
 	items, _, err := ms.fetchMembers(ctx, req.Consistency, req.RoomID, state, pg)
 	if err != nil {
 		return Page[Membership]{}, err
@@ -502,6 +554,78 @@ func (ms *Memberships) fetchMembers(ctx context.Context, cons router.Consistency
 		return queryScoped(ctx, q, sqlRoomLive, roomID, sql,
 			[]any{roomID, string(state), pg.start.A, pg.start.S, pg.limit + 1}, pgx.RowToStructByName[Membership])
 	})
+}
+
+// loadMembers is the cached read behind ListJoinedMembers: the room's
+// liveness and up to max+1 joined members (more than max: cached as large).
+func loadMembers(c *core, roomID string, max int) stampedLoad[memberList] {
+	return func(ctx context.Context, cons router.Consistency) (memberList, bool, router.ReadInfo, router.LSN, error) {
+		return readStamped(ctx, c, "memberships.list_members", cons,
+			func(b *pgx.Batch) {
+				b.Queue(sqlRoomLive, roomID)
+				b.Queue(sqlListJoinedAll, roomID, max+1)
+			},
+			func(br pgx.BatchResults) (memberList, bool, error) {
+				var live bool
+				if err := br.QueryRow().Scan(&live); err != nil {
+					return memberList{}, false, err
+				}
+				rows, err := br.Query()
+				if err != nil {
+					return memberList{}, false, err
+				}
+				items, err := pgx.CollectRows(rows, pgx.RowToStructByName[Membership])
+				switch {
+				case err != nil:
+					return memberList{}, false, err
+				case !live:
+					return memberList{}, false, nil
+				case len(items) > max:
+					return memberList{Large: true}, true, nil
+				}
+				return memberList{Members: items}, true, nil
+			})
+	}
+}
+
+// membersPage cuts one page (up to limit+1 rows, like the page queries)
+// from a cached member list, in the database's (membership_ts, user_id)
+// order. The cursor is placed by its membership_ts (an integer: no
+// collation involved) and, among members with that same timestamp, by
+// finding its user ID in the list; ok is false when the list is large or
+// the cursor ties with members it cannot order without the database's
+// collation.
+func membersPage(l memberList, pg pageState) (items []Membership, ok bool) {
+	if l.Large {
+		return nil, false
+	}
+	list := l.Members
+	a := pg.start.A
+	lo := sort.Search(len(list), func(i int) bool { return list[i].MembershipTS >= a })
+	hi := sort.Search(len(list), func(i int) bool { return list[i].MembershipTS > a })
+	before, after := lo, lo // list[:before] precede the cursor, list[after:] follow it
+	if lo < hi {
+		at := -1
+		for i := lo; i < hi; i++ {
+			if list[i].UserID == pg.start.S {
+				at = i
+				break
+			}
+		}
+		if at < 0 {
+			return nil, false
+		}
+		before, after = at, at+1
+	}
+	n := pg.limit + 1
+	if pg.dir == Forward {
+		return append([]Membership{}, list[after:min(after+n, len(list))]...), true
+	}
+	items = make([]Membership, 0, min(n, before))
+	for i := before - 1; i >= 0 && len(items) < n; i-- {
+		items = append(items, list[i])
+	}
+	return items, true
 }
 
 // ListRoomsOfUser returns one page of the live rooms where userID has

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/hsdal/hsdal/cache"
 	"github.com/hsdal/hsdal/router"
 )
 
@@ -80,6 +81,23 @@ type Config struct {
 	// TracerProvider receives one span per repository method
 	// ("repos.users.get", ...). Default: no tracing.
 	TracerProvider trace.TracerProvider
+
+	// Cache, when set, serves the hot reads cache-aside: LookupToken,
+	// GetUser, ListDevices, GetRoom, ListMembers/ListJoinedMembers of joined
+	// members, and IsJoined (see "Caching" in the package docs). Every write
+	// then invalidates what it changed right after COMMIT. Default nil: every
+	// read goes to PostgreSQL. dal.Open sets it when the DAL has Redis.
+	Cache *cache.Cache
+	// CacheMaxMembers bounds cached joined-member lists: a room with more
+	// joined members is cached only as "large" and its pages are read from
+	// PostgreSQL, so a 50 000-member room never becomes one giant value
+	// rewritten on every join. Default DefaultCacheMaxMembers (256; about
+	// 35 KB encoded, under the cache's MaxValueBytes). Lists whose encoding
+	// still exceeds MaxValueBytes are not cached at all.
+	CacheMaxMembers int
+	// CacheMaxDevices bounds cached device lists the same way. Default
+	// DefaultCacheMaxDevices (128).
+	CacheMaxDevices int
 }
 
 // Repos bundles every repository over one DB. All repositories are safe for
@@ -126,6 +144,7 @@ type core struct {
 	now           func() time.Time
 	afterCommit   func(context.Context, router.Token, []Change)
 	tracer        trace.Tracer
+	caches        *caches // nil without a cache
 }
 
 func newCore(db DB, cfg Config) (*core, error) {
@@ -172,6 +191,9 @@ func newCore(db DB, cfg Config) (*core, error) {
 		tp = noop.NewTracerProvider()
 	}
 	c.tracer = tp.Tracer("github.com/hsdal/hsdal/repos")
+	if c.caches, err = newCaches(cfg); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -267,6 +289,12 @@ func write(ctx context.Context, c *core, op string, fn func(ctx context.Context,
 		return tok, err
 	}
 	span.SetAttributes(attribute.String("hsdal.token", tok.LSN.String()))
+	if c.caches != nil && len(changes) > 0 {
+		// Fast path. A failure is not the write's: the cache stops using
+		// Redis until it recovers, and the relay applies the outbox rows
+		// this transaction wrote.
+		_ = c.invalidate(ctx, nil, tok.LSN, changes)
+	}
 	if c.afterCommit != nil && len(changes) > 0 {
 		c.afterCommit(ctx, tok, changes)
 	}
@@ -297,6 +325,10 @@ const (
 	ChangeMembership
 	// ChangeAlias: an alias's resolution. Key: alias.
 	ChangeAlias
+	// ChangeTokensOfDevice: every access token of one device (the device was
+	// deleted, restored or seen: token lookups carry its last-seen values).
+	// Key: user ID; Key2: device ID.
+	ChangeTokensOfDevice
 )
 
 // Change is one changed entity reported to Config.AfterCommit.

@@ -156,8 +156,24 @@ func (r *Rooms) GetRoom(ctx context.Context, roomID string, opts ...router.Consi
 	if err := checkRoomID("room_id", roomID); err != nil {
 		return Room{}, err
 	}
+	if cs := r.c.caches; cs != nil {
+		v, found, err := cachedGet(ctx, cs.room, cons, roomID, loadRoom(r.c, roomID))
+		if err == nil && !found {
+			err = notFound("rooms.get")
+		}
+		return v, err
+	}
 	v, _, err := r.fetchRoom(ctx, cons, roomID)
 	return v, err
+}
+
+// loadRoom is the cached read behind GetRoom (and IsJoined's room check).
+func loadRoom(c *core, roomID string) stampedLoad[Room] {
+	return func(ctx context.Context, cons router.Consistency) (Room, bool, router.ReadInfo, router.LSN, error) {
+		return readStamped(ctx, c, "rooms.get", cons,
+			func(b *pgx.Batch) { b.Queue(sqlGetRoom, roomID) },
+			func(br pgx.BatchResults) (Room, bool, error) { return collectOne(br, pgx.RowToStructByName[Room]) })
+	}
 }
 
 // fetchRoom is the cacheable read behind GetRoom.

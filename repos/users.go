@@ -154,8 +154,24 @@ func (u *Users) GetUser(ctx context.Context, userID string, opts ...router.Consi
 	if err := checkUserID("user_id", userID, false); err != nil {
 		return User{}, err
 	}
+	if cs := u.c.caches; cs != nil {
+		v, found, err := cachedGet(ctx, cs.user, cons, userID, loadUser(u.c, userID))
+		if err == nil && !found {
+			err = notFound("users.get")
+		}
+		return v, err
+	}
 	v, _, err := u.fetchUser(ctx, cons, userID)
 	return v, err
+}
+
+// loadUser is the cached read behind GetUser.
+func loadUser(c *core, userID string) stampedLoad[User] {
+	return func(ctx context.Context, cons router.Consistency) (User, bool, router.ReadInfo, router.LSN, error) {
+		return readStamped(ctx, c, "users.get", cons,
+			func(b *pgx.Batch) { b.Queue(sqlGetUser, userID) },
+			func(br pgx.BatchResults) (User, bool, error) { return collectOne(br, pgx.RowToStructByName[User]) })
+	}
 }
 
 // fetchUser is the cacheable read behind GetUser.

@@ -1,0 +1,443 @@
+package repos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hsdal/hsdal/cache"
+	"github.com/hsdal/hsdal/router"
+)
+
+// Cache entity kinds: the "kind" part of every cache key and invalidation.
+const (
+	cacheKindToken   = "tok"     // SHA-256 hash of a raw token → owner
+	cacheKindUser    = "user"    // user ID → User
+	cacheKindDevices = "devs"    // user ID → the user's live devices
+	cacheKindRoom    = "room"    // room ID → Room
+	cacheKindMembers = "members" // room ID → the room's joined members
+	cacheKindJoined  = "joined"  // room ID + NUL + user ID → joined or not
+)
+
+// Bounds of the cached lists.
+const (
+	// DefaultCacheMaxMembers is the default Config.CacheMaxMembers.
+	DefaultCacheMaxMembers = 256
+	// DefaultCacheMaxDevices is the default Config.CacheMaxDevices.
+	DefaultCacheMaxDevices = 128
+)
+
+// Codec layout versions; bump one when its encoder changes.
+const (
+	codecToken   = 1
+	codecUser    = 1
+	codecDevices = 1
+	codecRoom    = 1
+	codecMembers = 1
+	codecJoined  = 1
+)
+
+// stamped is a cached value with where it was read: upper is a WAL position
+// at or after the read's snapshot (every write the value includes is below
+// it), tl the timeline. A later read in the same session must cover upper
+// (monotonic reads), which is why every value carries it, found or not.
+type stamped[T any] struct {
+	v     T
+	upper router.LSN
+	tl    uint32
+}
+
+func stampedCodec[T any](version uint, enc func(w *cache.Writer, v T), dec func(r *cache.Reader) T) cache.Codec[stamped[T]] {
+	return cache.Binary(version, func(w *cache.Writer, s stamped[T]) {
+		w.Uvarint(uint64(s.upper))
+		w.Uvarint(uint64(s.tl))
+		enc(w, s.v)
+	}, func(r *cache.Reader) stamped[T] {
+		var s stamped[T]
+		s.upper = router.LSN(r.Uvarint())
+		s.tl = uint32(r.Uvarint())
+		s.v = dec(r)
+		return s
+	})
+}
+
+// tokenValue is a cached token lookup: the owner of a live token (its expiry
+// is checked at use, so an entry never outlives the token's validity).
+type tokenValue = TokenOwner
+
+// deviceList is a user's live devices in device_id order (the database's
+// order), or Large when the user has more than the cached bound.
+type deviceList struct {
+	Large   bool
+	Devices []Device
+}
+
+// memberList is a room's joined members in (membership_ts, user_id) order
+// (the database's order), or Large when there are more than the bound.
+type memberList struct {
+	Large   bool
+	Members []Membership
+}
+
+// caches holds the typed cache entities; nil when no cache is configured.
+type caches struct {
+	c          *cache.Cache
+	token      *cache.Entity[stamped[tokenValue]]
+	user       *cache.Entity[stamped[User]]
+	devices    *cache.Entity[stamped[deviceList]]
+	room       *cache.Entity[stamped[Room]]
+	members    *cache.Entity[stamped[memberList]]
+	joined     *cache.Entity[stamped[bool]]
+	maxMembers int
+	maxDevices int
+}
+
+func newCaches(cfg Config) (*caches, error) {
+	if cfg.Cache == nil {
+		return nil, nil
+	}
+	cs := &caches{c: cfg.Cache, maxMembers: cfg.CacheMaxMembers, maxDevices: cfg.CacheMaxDevices}
+	switch {
+	case cs.maxMembers < 0:
+		return nil, invalid("cache_max_members", "negative")
+	case cs.maxDevices < 0:
+		return nil, invalid("cache_max_devices", "negative")
+	}
+	if cs.maxMembers == 0 {
+		cs.maxMembers = DefaultCacheMaxMembers
+	}
+	if cs.maxDevices == 0 {
+		cs.maxDevices = DefaultCacheMaxDevices
+	}
+	var err error
+	if cs.token, err = newEntity(cfg.Cache, cacheKindToken, codecToken, encodeTokenOwner, decodeTokenOwner); err != nil {
+		return nil, err
+	}
+	if cs.user, err = newEntity(cfg.Cache, cacheKindUser, codecUser, encodeUser, decodeUser); err != nil {
+		return nil, err
+	}
+	if cs.devices, err = newEntity(cfg.Cache, cacheKindDevices, codecDevices, encodeDeviceList, decodeDeviceList); err != nil {
+		return nil, err
+	}
+	if cs.room, err = newEntity(cfg.Cache, cacheKindRoom, codecRoom, encodeRoom, decodeRoom); err != nil {
+		return nil, err
+	}
+	if cs.members, err = newEntity(cfg.Cache, cacheKindMembers, codecMembers, encodeMemberList, decodeMemberList); err != nil {
+		return nil, err
+	}
+	if cs.joined, err = newEntity(cfg.Cache, cacheKindJoined, codecJoined,
+		func(w *cache.Writer, b bool) { w.Bool(b) }, func(r *cache.Reader) bool { return r.Bool() }); err != nil {
+		return nil, err
+	}
+	return cs, nil
+}
+
+func newEntity[T any](c *cache.Cache, kind string, version uint, enc func(*cache.Writer, T), dec func(*cache.Reader) T) (*cache.Entity[stamped[T]], error) {
+	e, err := cache.NewEntity(c, cache.EntityConfig[stamped[T]]{
+		Kind:           kind,
+		Codec:          stampedCodec(version, enc, dec),
+		NegativeValues: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("repos: cache entity %s: %w", kind, err)
+	}
+	return e, nil
+}
+
+// cacheToken is the consistency token a read must see: the session's,
+// merged with a read-your-writes requirement.
+func cacheToken(ctx context.Context, cons router.Consistency) router.Token {
+	t := router.SessionToken(ctx)
+	if cons.Level == router.LevelReadYourWrites {
+		t = t.Merge(cons.Token)
+	}
+	return t
+}
+
+// stampedLoad reads one value at cons and says where: the router's ReadInfo
+// (Pos: the position the data covers) and an upper bound of the snapshot.
+type stampedLoad[T any] func(ctx context.Context, cons router.Consistency) (v T, found bool, info router.ReadInfo, upper router.LSN, err error)
+
+// cachedGet is the cache-aside read of one hot entity.
+//
+//   - Strong reads bypass the cache (and do not fill it).
+//   - Other reads use a cached entry only if it covers the read's token (the
+//     session's, merged with a read-your-writes token), or the token is
+//     below the relay's watermark; otherwise they load at cons (the router
+//     enforces the same token) and offer the result to the cache, which
+//     accepts it only if no invalidation at or above its position happened.
+//     Bounded-staleness reads accept any current entry: entries are
+//     invalidated right after each write commits and again by the relay
+//     from the durable outbox, and expire after the cache TTL.
+//   - A token minted on another timeline than the entry's reads through.
+//   - Every result's upper bound is merged into the ctx's session, so later
+//     reads in the session (cached or not) never return older data.
+func cachedGet[T any](ctx context.Context, e *cache.Entity[stamped[T]], cons router.Consistency, id string, load stampedLoad[T]) (T, bool, error) {
+	direct := func() (T, bool, error) {
+		v, found, info, upper, err := load(ctx, cons)
+		if err != nil {
+			var zero T
+			return zero, false, err
+		}
+		router.MergeSession(ctx, router.Token{LSN: upper, Timeline: info.Timeline})
+		return v, found, nil
+	}
+	if cons.Level == router.LevelStrong {
+		return direct()
+	}
+	tok := cacheToken(ctx, cons)
+	sv, info, err := e.Get(ctx, id, uint64(tok.LSN), func(ctx context.Context) (stamped[T], uint64, bool, error) {
+		v, found, ri, upper, err := load(ctx, cons)
+		if err != nil {
+			return stamped[T]{}, 0, false, err
+		}
+		return stamped[T]{v: v, upper: upper, tl: ri.Timeline}, uint64(ri.Pos), found, nil
+	})
+	if err != nil {
+		var zero T
+		return zero, false, err
+	}
+	if tok.Timeline != 0 && sv.tl != tok.Timeline {
+		return direct()
+	}
+	router.MergeSession(ctx, router.Token{LSN: sv.upper, Timeline: sv.tl})
+	return sv.v, info.Found, nil
+}
+
+// sqlUpperBound reads, after the statements before it in the same batch, a
+// WAL position no lower than any commit their snapshots saw: the replay
+// position on a standby, the insert position on the primary.
+const sqlUpperBound = `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text`
+
+// readStamped runs queue's statements and sqlUpperBound in one batch (one
+// round trip) through the router, collects the value, and returns it with
+// where it was read and the upper bound of its snapshot. collect reports an
+// absent row as found=false with a nil error.
+func readStamped[T any](ctx context.Context, c *core, op string, cons router.Consistency,
+	queue func(b *pgx.Batch), collect func(br pgx.BatchResults) (T, bool, error)) (T, bool, router.ReadInfo, router.LSN, error) {
+	type out struct {
+		v     T
+		found bool
+		upper router.LSN
+	}
+	o, info, err := read(ctx, c, op, cons, false, func(ctx context.Context, q router.Querier) (out, error) {
+		b := &pgx.Batch{}
+		queue(b)
+		b.Queue(sqlUpperBound)
+		br := q.SendBatch(ctx, b)
+		var o out
+		var err error
+		o.v, o.found, err = collect(br)
+		if err == nil {
+			var s *string
+			if err = br.QueryRow().Scan(&s); err == nil && s != nil {
+				o.upper, err = router.ParseLSN(*s)
+			}
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		return o, err
+	})
+	return o.v, o.found, info, o.upper, err
+}
+
+// collectOne collects exactly one row, reporting none as found=false.
+func collectOne[T any](br pgx.BatchResults, rowTo pgx.RowToFunc[T]) (T, bool, error) {
+	rows, err := br.Query()
+	if err != nil {
+		var zero T
+		return zero, false, err
+	}
+	v, err := pgx.CollectExactlyOneRow(rows, rowTo)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return v, false, nil
+	}
+	return v, err == nil, err
+}
+
+// notFound is the error of a cached read that found nothing, shaped like
+// the uncached path's.
+func notFound(op string) error { return wrap(op, pgx.ErrNoRows) }
+
+// ---- Codecs ----
+
+func optString(w *cache.Writer, s *string) {
+	w.Bool(s != nil)
+	if s != nil {
+		w.String(*s)
+	}
+}
+
+func readOptString(r *cache.Reader) *string {
+	if !r.Bool() {
+		return nil
+	}
+	s := r.String()
+	return &s
+}
+
+func optInt64(w *cache.Writer, x *int64) {
+	w.Bool(x != nil)
+	if x != nil {
+		w.Varint(*x)
+	}
+}
+
+func readOptInt64(r *cache.Reader) *int64 {
+	if !r.Bool() {
+		return nil
+	}
+	x := r.Varint()
+	return &x
+}
+
+func encodeTokenOwner(w *cache.Writer, o TokenOwner) {
+	w.String(o.UserID)
+	optString(w, o.DeviceID)
+	w.Bool(o.IsAdmin)
+	w.Bool(o.IsGuest)
+	optInt64(w, o.ExpiresTS)
+	optInt64(w, o.DeviceLastSeenTS)
+	optString(w, o.DeviceLastSeenIP)
+}
+
+func decodeTokenOwner(r *cache.Reader) TokenOwner {
+	var o TokenOwner
+	o.UserID = r.String()
+	o.DeviceID = readOptString(r)
+	o.IsAdmin = r.Bool()
+	o.IsGuest = r.Bool()
+	o.ExpiresTS = readOptInt64(r)
+	o.DeviceLastSeenTS = readOptInt64(r)
+	o.DeviceLastSeenIP = readOptString(r)
+	return o
+}
+
+func encodeUser(w *cache.Writer, u User) {
+	w.String(u.UserID)
+	optString(w, u.DisplayName)
+	optString(w, u.AvatarURL)
+	w.Bool(u.IsAdmin)
+	w.Bool(u.IsGuest)
+	w.Bool(u.Deactivated)
+	w.Varint(u.CreatedTS)
+	w.Varint(u.UpdatedTS)
+}
+
+func decodeUser(r *cache.Reader) User {
+	var u User
+	u.UserID = r.String()
+	u.DisplayName = readOptString(r)
+	u.AvatarURL = readOptString(r)
+	u.IsAdmin = r.Bool()
+	u.IsGuest = r.Bool()
+	u.Deactivated = r.Bool()
+	u.CreatedTS = r.Varint()
+	u.UpdatedTS = r.Varint()
+	return u
+}
+
+// Device lists store the user ID once (every device has the same).
+func encodeDeviceList(w *cache.Writer, l deviceList) {
+	w.Bool(l.Large)
+	user := ""
+	if len(l.Devices) > 0 {
+		user = l.Devices[0].UserID
+	}
+	w.String(user)
+	w.Uvarint(uint64(len(l.Devices)))
+	for _, d := range l.Devices {
+		w.String(d.DeviceID)
+		optString(w, d.DisplayName)
+		optInt64(w, d.LastSeenTS)
+		optString(w, d.LastSeenIP)
+		w.Varint(d.CreatedTS)
+	}
+}
+
+func decodeDeviceList(r *cache.Reader) deviceList {
+	var l deviceList
+	l.Large = r.Bool()
+	user := r.String()
+	n := r.Count()
+	if n > 0 {
+		l.Devices = make([]Device, n)
+	}
+	for i := range l.Devices {
+		d := &l.Devices[i]
+		d.UserID = user
+		d.DeviceID = r.String()
+		d.DisplayName = readOptString(r)
+		d.LastSeenTS = readOptInt64(r)
+		d.LastSeenIP = readOptString(r)
+		d.CreatedTS = r.Varint()
+	}
+	return l
+}
+
+func encodeRoom(w *cache.Writer, x Room) {
+	w.String(x.RoomID)
+	w.String(x.Creator)
+	w.Bool(x.IsPublic)
+	optString(w, x.Name)
+	optString(w, x.Topic)
+	w.Varint(x.CreatedTS)
+	w.Varint(x.UpdatedTS)
+}
+
+func decodeRoom(r *cache.Reader) Room {
+	var x Room
+	x.RoomID = r.String()
+	x.Creator = r.String()
+	x.IsPublic = r.Bool()
+	x.Name = readOptString(r)
+	x.Topic = readOptString(r)
+	x.CreatedTS = r.Varint()
+	x.UpdatedTS = r.Varint()
+	return x
+}
+
+// Member lists store the room ID once (every member has the same).
+func encodeMemberList(w *cache.Writer, l memberList) {
+	w.Bool(l.Large)
+	room := ""
+	if len(l.Members) > 0 {
+		room = l.Members[0].RoomID
+	}
+	w.String(room)
+	w.Uvarint(uint64(len(l.Members)))
+	for _, m := range l.Members {
+		w.String(m.UserID)
+		w.String(string(m.Membership))
+		w.String(m.Sender)
+		optString(w, m.EventID)
+		optInt64(w, m.StreamOrdering)
+		w.Varint(m.MembershipTS)
+		w.Varint(m.UpdatedTS)
+	}
+}
+
+func decodeMemberList(r *cache.Reader) memberList {
+	var l memberList
+	l.Large = r.Bool()
+	room := r.String()
+	n := r.Count()
+	if n > 0 {
+		l.Members = make([]Membership, n)
+	}
+	for i := range l.Members {
+		m := &l.Members[i]
+		m.RoomID = room
+		m.UserID = r.String()
+		m.Membership = MembershipState(r.String())
+		m.Sender = r.String()
+		m.EventID = readOptString(r)
+		m.StreamOrdering = readOptInt64(r)
+		m.MembershipTS = r.Varint()
+		m.UpdatedTS = r.Varint()
+	}
+	return l
+}

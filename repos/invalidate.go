@@ -1,0 +1,124 @@
+package repos
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hsdal/hsdal/cache"
+	"github.com/hsdal/hsdal/router"
+)
+
+// sqlTokensOf finds the live access tokens of users ($1) and of devices
+// ($2, $3: user and device IDs, pairwise), whose cached lookups a change of
+// the user or device may have changed. Both halves use
+// access_tokens_user_device_idx. Tokens of a hidden user or device are
+// included: their deleted_at is still NULL.
+const sqlTokensOf = `
+SELECT token_hash FROM access_tokens WHERE user_id = ANY($1::text[]) AND deleted_at IS NULL
+UNION ALL
+SELECT t.token_hash FROM unnest($2::text[], $3::text[]) AS x(u, d)
+JOIN access_tokens t ON t.user_id = x.u AND t.device_id = x.d AND t.deleted_at IS NULL`
+
+// InvalidateCached invalidates, at position pos, every cache entry the
+// changes affect: the entries of the named users, device lists, tokens,
+// rooms and member lists, and for ChangeTokensOfUser and
+// ChangeTokensOfDevice the entries of every live access token of that user
+// or device, found with one query on q, which must be a connection to the
+// primary (nil: a Strong read through the repositories' DB).
+//
+// pos must be at least the commit position of the writes behind the changes
+// (their token, or any primary WAL position read after they became
+// visible). The token lookup must run after those writes are visible, so
+// that it finds every token whose lookup they changed; the repositories'
+// own writes take row locks that keep a concurrent token creation from
+// slipping past it.
+//
+// Without a cache it does nothing. Errors: the lookup's error (nothing is
+// invalidated then), or an error wrapping cache.ErrUnavailable when Redis
+// could not be updated; either way the caller must retry (the cache stops
+// using Redis until the invalidation or an epoch bump succeeds). Safe for
+// concurrent use.
+func (r *Repos) InvalidateCached(ctx context.Context, q router.Querier, pos router.LSN, changes []Change) error {
+	return r.Users.c.invalidate(ctx, q, pos, changes)
+}
+
+// invalidate is InvalidateCached; the write path calls it right after each
+// commit (the fast path; the relay repeats it from the outbox).
+func (c *core) invalidate(ctx context.Context, q router.Querier, pos router.LSN, changes []Change) error {
+	cs := c.caches
+	if cs == nil || len(changes) == 0 {
+		return nil
+	}
+	if pos == 0 {
+		return fmt.Errorf("repos: invalidate: %w: position 0", ErrInvalidArgument)
+	}
+	seen := make(map[cache.Key]struct{}, len(changes)+2)
+	keys := make([]cache.Key, 0, len(changes)+2)
+	add := func(kind, id string) {
+		k := cache.Key{Kind: kind, ID: id}
+		if _, dup := seen[k]; !dup {
+			seen[k] = struct{}{}
+			keys = append(keys, k)
+		}
+	}
+	var users, devUsers, devIDs []string
+	for _, ch := range changes {
+		switch ch.Kind {
+		case ChangeUser:
+			add(cacheKindUser, ch.Key)
+		case ChangeDevices:
+			add(cacheKindDevices, ch.Key)
+		case ChangeAccessToken:
+			add(cacheKindToken, ch.Key)
+		case ChangeTokensOfUser:
+			users = append(users, ch.Key)
+		case ChangeTokensOfDevice:
+			add(cacheKindDevices, ch.Key)
+			devUsers, devIDs = append(devUsers, ch.Key), append(devIDs, ch.Key2)
+		case ChangeRoom:
+			add(cacheKindRoom, ch.Key)
+		case ChangeMembership:
+			add(cacheKindMembers, ch.Key)
+			if ch.Key2 != "" {
+				add(cacheKindJoined, joinedKey(ch.Key, ch.Key2))
+			}
+		}
+	}
+	if len(users)+len(devUsers) > 0 {
+		hashes, err := c.tokensOf(ctx, q, users, devUsers, devIDs)
+		if err != nil {
+			return fmt.Errorf("repos: invalidate: tokens: %w", err)
+		}
+		for _, h := range hashes {
+			add(cacheKindToken, string(h))
+		}
+	}
+	if err := cs.c.Invalidate(ctx, uint64(pos), keys...); err != nil {
+		return fmt.Errorf("repos: invalidate: %w", err)
+	}
+	return nil
+}
+
+func (c *core) tokensOf(ctx context.Context, q router.Querier, users, devUsers, devIDs []string) ([][]byte, error) {
+	if users == nil {
+		users = []string{}
+	}
+	if devUsers == nil {
+		devUsers, devIDs = []string{}, []string{}
+	}
+	collect := func(ctx context.Context, q router.Querier) ([][]byte, error) {
+		rows, _ := q.Query(ctx, sqlTokensOf, users, devUsers, devIDs)
+		return pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	}
+	if q != nil {
+		return collect(ctx, q)
+	}
+	v, _, err := read(ctx, c, "invalidate.tokens", router.Strong(), false, collect)
+	return v, err
+}
+
+// joinedKey is the cache ID of one (room, user) membership; NUL never
+// occurs in a valid ID.
+func joinedKey(roomID, userID string) string { return roomID + "\x00" + userID }
