@@ -19,6 +19,11 @@ func openMigrated(t *testing.T, cfg dal.Config) *dal.DAL {
 	if err := dal.Migrate(ctx, dsn); err != nil {
 		t.Fatal(err)
 	}
+	// The replicas must have replayed CREATE DATABASE before the router
+	// connects to them.
+	if err := cluster.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
 	cfg.PrimaryDSN = dsn
 	for _, r := range cluster.ReplicaDSNs() {
 		cfg.ReplicaDSNs = append(cfg.ReplicaDSNs, withDB(t, r, name))
