@@ -88,11 +88,16 @@ func (m ReplicationMode) Synchronous() bool {
 // probeSQL samples role, position, timeline and replication mode in one
 // round trip. The primary's position is the WAL insert position: every
 // record inserted so far (every commit visible so far) is at or before it.
+// A standby's timeline is its WAL receiver's; while the receiver is down
+// (e.g. the primary died) only the last restartpoint's timeline is known,
+// which may predate a timeline switch the standby has already replayed: it
+// comes back prefixed with "c", as a lower bound.
 const probeSQL = `SELECT pg_is_in_recovery(),
  (CASE WHEN pg_is_in_recovery() THEN coalesce(pg_last_wal_replay_lsn(), '0/0'::pg_lsn)
        ELSE pg_current_wal_insert_lsn() END)::text,
  CASE WHEN pg_is_in_recovery()
-      THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id)::text
+      THEN coalesce((SELECT nullif(received_tli, 0) FROM pg_stat_wal_receiver)::text,
+                    'c' || (pg_control_checkpoint()).timeline_id)
       ELSE pg_walfile_name(pg_current_wal_insert_lsn()) END,
  current_setting('synchronous_standby_names'),
  current_setting('synchronous_commit'),
@@ -103,7 +108,10 @@ type probeResult struct {
 	standby  bool
 	lsn      LSN
 	timeline uint32
-	mode     ReplicationMode
+	// timelineLowerBound: timeline is the standby's last restartpoint's,
+	// not its WAL receiver's.
+	timelineLowerBound bool
+	mode               ReplicationMode
 }
 
 // probe runs one probe on n's dedicated connection, reconnecting if needed.
@@ -145,6 +153,9 @@ func (n *node) probe(ctx context.Context, timeout time.Duration) (probeResult, e
 	var err error
 	if res.lsn, err = ParseLSN(lsnText); err != nil {
 		return probeResult{}, err
+	}
+	if res.standby {
+		tlText, res.timelineLowerBound = strings.CutPrefix(tlText, "c")
 	}
 	if res.timeline, err = parseTimeline(tlText, res.standby); err != nil {
 		return probeResult{}, err

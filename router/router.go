@@ -247,6 +247,14 @@ func (r *Router) publish(n *node, res probeResult, perr error) {
 		st.standby = res.standby
 		st.lsn = res.lsn
 		st.timeline = res.timeline
+		// A standby's replay timeline only moves forward: when the probe
+		// could read only a lower bound (WAL receiver down), keep the
+		// highest timeline this node was seen on, so a standby that has
+		// replayed a timeline switch stays in the read set while its
+		// primary is gone.
+		if res.standby && res.timelineLowerBound && prev.timeline > st.timeline {
+			st.timeline = prev.timeline
+		}
 		if !res.standby {
 			st.mode = res.mode
 		}
