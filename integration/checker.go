@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/hsdal/hsdal/router"
 )
 
 // Violation kinds reported by Check. Every one of them must be 0.
@@ -27,6 +29,12 @@ const (
 	// VStrongReadStale: a Strong read missed a write acknowledged before
 	// the read started.
 	VStrongReadStale = "strong_read_stale"
+	// VSessionToken: a read in a session missed another user's
+	// acknowledged write that the session's token covered (the token a
+	// client carries promises every write below it, whoever made it:
+	// reads of positions recorded in the session, or the user's own later
+	// writes, make later reads at least that fresh).
+	VSessionToken = "session_token"
 	// VMonotonicRead: a user saw a profile version lower than one it had
 	// seen before, where the API promised the later read would cover it.
 	VMonotonicRead = "monotonic_read"
@@ -52,7 +60,7 @@ const (
 
 // ViolationKinds lists every kind Check can report, in report order.
 var ViolationKinds = []string{VLostWrite, VPrimaryMissingWrite, VReadYourWrites, VStaleRead, VStrongReadStale,
-	VMonotonicRead, VSoftDeletedReturned, VHalfApplied, VFailedWriteApplied, VPhantom, VDuplicateWrite, VHistoryMismatch}
+	VSessionToken, VMonotonicRead, VSoftDeletedReturned, VHalfApplied, VFailedWriteApplied, VPhantom, VDuplicateWrite, VHistoryMismatch}
 
 // Anomaly kinds: counted and reported, not violations, because the API does
 // not promise otherwise (see Check).
@@ -167,15 +175,22 @@ type Final struct {
 //     refused writes, the last write acknowledged before the read started;
 //     for BoundedStaleness(d) reads, the last write acknowledged before
 //     start - d - Slack; for the final state, the last acknowledged write.
+//     Every read of the workload runs in the user's session, so its floor
+//     is also at least the newest acknowledged write (of anyone) whose
+//     token the session token carried into the read covers: the router
+//     promises that every non-Strong read in a session is at least
+//     ReadYourWrites(session token), and a token covers every commit below
+//     it. Missing such a write of another user is VSessionToken.
 //   - Monotonic reads: a user's successive observations of a profile never
 //     go back to a lower version. A regression is a violation when the
-//     later read had to reflect the version seen earlier (its write was
-//     acknowledged before that read's floor); otherwise (a bounded read of
-//     another user's profile on a replica behind the one read before, or a
-//     version seen from an unknown-outcome write, not covered by the
-//     session token) the API does not promise it: the session carries
-//     write tokens, not read positions. Such regressions are counted as
-//     the anomaly AMonotonicUnpromised.
+//     later read had to reflect the version seen earlier: its write was
+//     acknowledged before that read's floor, or the session token carried
+//     into that read covers the write's token. Otherwise the API does not
+//     promise it (e.g. a bounded read of another user's profile on a
+//     replica behind the one read before, when the DAL does not record
+//     read positions in the session, or a version seen from an
+//     unknown-outcome write); such regressions are counted as the anomaly
+//     AMonotonicUnpromised.
 //   - Half-applied: a returned row must equal what its write sent; a
 //     membership's current row must be the last entry of its history, the
 //     history's prev_membership chain must be intact, and the history must
@@ -185,7 +200,7 @@ func Check(h *History, final *Final, cfg CheckConfig) CheckResult {
 	if cfg.MaxSamples <= 0 {
 		cfg.MaxSamples = 10
 	}
-	c := &checker{cfg: cfg, objs: map[string]*objHist{}, res: CheckResult{Violations: map[string]int{}, Anomalies: map[string]int{}}}
+	c := &checker{cfg: cfg, objs: map[string]*objHist{}, tokens: map[string]router.Token{}, res: CheckResult{Violations: map[string]int{}, Anomalies: map[string]int{}}}
 	for _, k := range ViolationKinds {
 		c.res.Violations[k] = 0
 	}
@@ -233,6 +248,7 @@ type objHist struct {
 
 type checker struct {
 	cfg     CheckConfig
+	tokens  map[string]router.Token
 	objs    map[string]*objHist
 	res     CheckResult
 	samples map[string]int
@@ -297,10 +313,65 @@ type window struct {
 	last    int      // index past the last candidate
 }
 
+// token decodes (and caches) an encoded token; the zero Token if it does
+// not decode.
+func (c *checker) token(enc string) router.Token {
+	if enc == "" {
+		return router.Token{}
+	}
+	t, ok := c.tokens[enc]
+	if !ok {
+		t, _ = router.DecodeToken(enc)
+		c.tokens[enc] = t
+	}
+	return t
+}
+
+// covers reports whether a session carrying s must see write w: w returned
+// a token on s's timeline at or below s (or, with synchronous replication,
+// on an earlier timeline: a later timeline contains every acknowledged
+// write of the ones before it).
+func (c *checker) covers(s router.Token, w *Op) bool {
+	t := c.token(w.WriteToken)
+	if s.IsZero() || t.IsZero() || t.Timeline == 0 || s.Timeline == 0 {
+		return false
+	}
+	if s.Timeline == t.Timeline {
+		return s.LSN >= t.LSN
+	}
+	return s.Timeline > t.Timeline && !c.cfg.AllowLoss
+}
+
+// sessionFloor returns the index of the newest acknowledged write of o that
+// started before readStart and that the session token s covers, if it is
+// above index lowest; else -1.
+func (c *checker) sessionFloor(o *objHist, s router.Token, readStart time.Duration, lowest int, relax bool) int {
+	if s.IsZero() {
+		return -1
+	}
+	n := sort.Search(len(o.ops), func(i int) bool { return o.ops[i].Start >= readStart })
+	for i := n - 1; i > lowest; i-- {
+		op := o.ops[i]
+		if op.Outcome != Acked {
+			continue
+		}
+		if relax {
+			if _, risky := c.atRisk(op, readStart); risky {
+				continue
+			}
+		}
+		if c.covers(s, op) {
+			return i
+		}
+	}
+	return -1
+}
+
 // legal computes the states a read of o with the given floor/end may see.
-// With relax, acknowledged writes at risk of failover loss do not count as
-// floor writes.
-func (c *checker) legal(o *objHist, floor, end, readStart time.Duration, relax bool) window {
+// minK, if above the floor write found by time, is the floor write instead
+// (a write the read's session token covers). With relax, acknowledged
+// writes at risk of failover loss do not count as floor writes.
+func (c *checker) legal(o *objHist, floor, end, readStart time.Duration, relax bool, minK int) window {
 	// Writes are sequential: ends increase with the index.
 	n := sort.Search(len(o.ops), func(i int) bool { return o.ops[i].End >= floor })
 	w := window{k: -1}
@@ -317,6 +388,7 @@ func (c *checker) legal(o *objHist, floor, end, readStart time.Duration, relax b
 		w.k = i
 		break
 	}
+	w.k = max(w.k, minK)
 	from := w.k
 	if from < 0 {
 		from = 0
@@ -349,10 +421,16 @@ func (c *checker) observe(op *Op, ob *Observation) {
 			Detail: ob.Corrupt, Excerpt: excerpt(o, op, 0, len(o.ops))})
 	}
 	floor, end := c.floorOf(op)
-	w := c.legal(o, floor, end, op.Start, c.cfg.AllowLoss)
+	byTime := c.legal(o, floor, end, op.Start, c.cfg.AllowLoss, -1)
+	w := byTime
+	if op.Level == LevelSession || op.Level == LevelBounded {
+		if k := c.sessionFloor(o, c.token(op.TokenBefore), op.Start, byTime.k, c.cfg.AllowLoss); k > byTime.k {
+			w = c.legal(o, floor, end, op.Start, c.cfg.AllowLoss, k)
+		}
+	}
 	if intersects(ob.States, w.allowed) {
 		if c.cfg.AllowLoss {
-			strict := c.legal(o, floor, end, op.Start, false)
+			strict := c.legal(o, floor, end, op.Start, false, -1)
 			if !intersects(ob.States, strict.allowed) {
 				c.res.Anomalies[ALossInduced]++
 				if op.Level == LevelFinal {
@@ -362,7 +440,18 @@ func (c *checker) observe(op *Op, ob *Observation) {
 		}
 		return
 	}
-	kind, why := c.classify(o, op, ob, w)
+	var kind, why string
+	if intersects(ob.States, byTime.allowed) {
+		// Only the session token made this read stale.
+		fw := o.ops[w.k]
+		kind, why = VSessionToken, fmt.Sprintf("missing acknowledged write #%d (%s → %s by user %d, token %s) that the session token %s covered",
+			fw.ID, fw.Kind, fw.Target, fw.User, fw.WriteToken, op.TokenBefore)
+		if fw.User == op.User {
+			kind = VReadYourWrites
+		}
+	} else {
+		kind, why = c.classify(o, op, ob, byTime)
+	}
 	c.violate(Violation{Kind: kind, Object: ob.Object, User: op.User, OpID: op.ID,
 		Detail:  fmt.Sprintf("%s read (%s) saw %v; legal: %v; %s", op.Level, op.Kind, ob.States, w.allowed, why),
 		Excerpt: excerpt(o, op, w.k-2, w.last+2)})
@@ -457,7 +546,8 @@ func (c *checker) monotonic(ops []*Op) {
 			if had && v < prev.version {
 				floor, _ := c.floorOf(op)
 				_, risky := c.atRisk(orZero(prev.op), op.Start)
-				promised := prev.op != nil && prev.op.Outcome == Acked && prev.op.End < floor && !risky
+				promised := prev.op != nil && prev.op.Outcome == Acked && !risky &&
+					(prev.op.End < floor || c.covers(c.token(op.TokenBefore), prev.op))
 				if promised {
 					o := c.obj(ob.Object)
 					c.violate(Violation{Kind: VMonotonicRead, Object: ob.Object, User: op.User, OpID: op.ID,

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hsdal/hsdal/integration"
+	"github.com/hsdal/hsdal/router"
 )
 
 func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }
@@ -48,6 +49,24 @@ func (d *doctor) readObs(user int, lvl integration.Level, bound, start, end int,
 	d.h.Add(&integration.Op{User: user, Kind: "read", Level: lvl, Bound: ms(bound), Start: ms(start), End: ms(end),
 		Outcome: integration.Acked, Obs: []integration.Observation{ob}})
 	return d
+}
+
+// writeTok records an acknowledged write that returned token t.
+func (d *doctor) writeTok(user int, obj, target string, start, end int, t string) *doctor {
+	d.h.Add(&integration.Op{User: user, Kind: "write", Object: obj, Target: target, Start: ms(start), End: ms(end),
+		Outcome: integration.Acked, WriteToken: t})
+	return d
+}
+
+// readTok records a read made with session token t.
+func (d *doctor) readTok(user int, lvl integration.Level, bound, start, end int, t, obj string, states ...string) *doctor {
+	d.h.Add(&integration.Op{User: user, Kind: "read", Level: lvl, Bound: ms(bound), Start: ms(start), End: ms(end),
+		Outcome: integration.Acked, TokenBefore: t, Obs: []integration.Observation{{Object: obj, States: states}}})
+	return d
+}
+
+func tok(timeline uint32, lsn uint64) string {
+	return router.Token{LSN: router.LSN(lsn), Timeline: timeline}.Encode()
 }
 
 func (d *doctor) final(at int, obj string, states ...string) *doctor {
@@ -159,6 +178,25 @@ func TestCheckerCatchesViolations(t *testing.T) {
 					read(1, integration.LevelBounded, 1000, 6000, 6010, pa, v(1))
 			},
 			violations: map[string]int{integration.VMonotonicRead: 1, integration.VStaleRead: 1},
+		},
+		{
+			name: "session token covers another user's write",
+			build: func(d *doctor) {
+				d.writeTok(0, pa, v(1), 100, 110, tok(1, 100)).
+					readTok(1, integration.LevelBounded, 2000, 300, 310, tok(1, 150), pa, v(0)). // token above the write
+					readTok(1, integration.LevelBounded, 2000, 320, 330, tok(1, 50), pa, v(0)).  // token below it: fine
+					readTok(1, integration.LevelBounded, 2000, 340, 350, tok(2, 10), pa, v(0))   // later timeline covers it (sync)
+			},
+			violations: map[string]int{integration.VSessionToken: 2},
+		},
+		{
+			name: "non-monotonic read the session token promised",
+			build: func(d *doctor) {
+				d.writeTok(0, pa, v(1), 100, 110, tok(1, 100)).writeTok(0, pa, v(2), 200, 210, tok(1, 200)).
+					readTok(1, integration.LevelBounded, 2000, 300, 310, tok(1, 150), pa, v(2)).
+					readTok(1, integration.LevelBounded, 2000, 400, 410, tok(1, 250), pa, v(1))
+			},
+			violations: map[string]int{integration.VMonotonicRead: 1, integration.VSessionToken: 1},
 		},
 		{
 			name: "non-monotonic read within the bound is only an anomaly",

@@ -139,8 +139,13 @@ type Op struct {
 	// "not_found", "conflict", "deadline", "other", ...); "" on success.
 	ErrKind string `json:"err_kind,omitempty"`
 	Err     string `json:"err,omitempty"`
-	// Token is the encoded session token the user carried after the op.
-	Token string `json:"token,omitempty"`
+	// TokenBefore and Token are the encoded session tokens the user
+	// carried into and out of the op.
+	TokenBefore string `json:"token_before,omitempty"`
+	Token       string `json:"token,omitempty"`
+	// WriteToken is the encoded token a write returned (its commit
+	// position), when it returned one.
+	WriteToken string `json:"write_token,omitempty"`
 	// TokenReturned: an Unknown write for which the router still returned
 	// a token (committed on the primary, replication unconfirmed).
 	TokenReturned bool `json:"token_returned,omitempty"`

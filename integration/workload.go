@@ -270,6 +270,9 @@ func (w *Workload) Setup(ctx context.Context) error {
 		op := &Op{User: i, Kind: "setup_profile", Object: obj, Target: VersionState(0), Start: w.h.Now()}
 		err := retry("create user", func() (router.Token, error) {
 			_, tok, err := d.Users.CreateUser(ctx, repos.NewUser{UserID: u.id, DisplayName: &name})
+			if err == nil {
+				op.WriteToken = tok.Encode()
+			}
 			return tok, err
 		})
 		op.End = w.h.Now()
@@ -399,7 +402,8 @@ func (w *Workload) begin(u *user, kind string) *call {
 	u.lastGood = tok
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.OpTimeout)
 	ctx = router.WithSession(ctx, tok)
-	return &call{ctx: ctx, cancel: cancel, d: w.cfg.DALs[di], op: &Op{User: u.idx, DAL: di, Kind: kind, Start: w.h.Now()}}
+	return &call{ctx: ctx, cancel: cancel, d: w.cfg.DALs[di],
+		op: &Op{User: u.idx, DAL: di, Kind: kind, TokenBefore: u.token, Start: w.h.Now()}}
 }
 
 // done records the request's end and u's new token, and adds it to the
@@ -421,8 +425,9 @@ func writeResult(op *Op, tok router.Token, err error) {
 	if err != nil {
 		op.Err = err.Error()
 	}
-	if op.Outcome == Unknown && !tok.IsZero() {
-		op.TokenReturned = true
+	if !tok.IsZero() {
+		op.WriteToken = tok.Encode()
+		op.TokenReturned = op.Outcome == Unknown
 	}
 }
 
