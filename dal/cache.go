@@ -1,12 +1,20 @@
 package dal
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hsdal/hsdal/cache"
+	"github.com/hsdal/hsdal/dal/health"
 	"github.com/hsdal/hsdal/router"
 )
 
@@ -60,4 +68,194 @@ func (d *DAL) closeCache() {
 	if d.ownsRedis {
 		_ = d.redis.Close()
 	}
+}
+
+// cacheHealth holds the Health sources of the cache (nil without a cache).
+type cacheHealth struct {
+	redis health.Pinger
+	relay health.RelayLagSource
+}
+
+func (d *DAL) cacheHealth() cacheHealth {
+	if d.cache == nil {
+		return cacheHealth{}
+	}
+	rc := d.redis
+	return cacheHealth{
+		redis: health.PingFunc(func(ctx context.Context) error { return rc.Ping(ctx).Err() }),
+		relay: relayLagSource{d.router},
+	}
+}
+
+// relayLagSource measures the relay's lag as the age of the oldest outbox
+// row, by the primary's clock: what every instance can see, whichever one
+// runs the relay (and a growing lag when none does, or when Redis is down
+// and rows cannot be applied).
+type relayLagSource struct{ rt *router.Router }
+
+func (s relayLagSource) RelayLag(ctx context.Context) (time.Duration, error) {
+	var ms int64
+	_, err := s.rt.Read(ctx, router.Strong(), func(ctx context.Context, q router.Querier) error {
+		return q.QueryRow(ctx, sqlRelayLag).Scan(&ms)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// startBackground starts what runs behind the DAL: with a cache, the relay
+// candidate, the timeline watch and the warm-up; without one, the outbox
+// pruner.
+func (d *DAL) startBackground(cfg Config, rc router.Config) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.bgStop = cancel
+	log := rc.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	relayCfg := cfg.Relay.withDefaults()
+	if d.cache == nil {
+		d.bg.Go(func() { pruneOutbox(ctx, d.router, relayCfg.Retention) })
+		return nil
+	}
+	if !relayCfg.Disabled {
+		nodes, err := nodeConnConfigs(cfg)
+		if err != nil {
+			return err
+		}
+		r, err := newRelay(relayCfg, d.router, d.Repos, d.cache, nodes, rc.MeterProvider, log)
+		if err != nil {
+			return fmt.Errorf("dal: open: relay: %w", err)
+		}
+		d.relay = r
+		r.start()
+	}
+	d.bg.Go(func() { watchTimeline(ctx, d.router, d.cache, log) })
+	if w := cfg.Warmup.withDefaults(); w.Users > 0 {
+		d.bg.Go(func() { d.warmup(ctx, w, log) })
+	}
+	return nil
+}
+
+func (d *DAL) stopBackground() {
+	if d.bgStop != nil {
+		d.bgStop()
+	}
+	d.bg.Wait()
+	if d.relay != nil {
+		d.relay.close()
+	}
+}
+
+// watchTimeline gives the cache a new epoch whenever the primary's timeline
+// changes (a failover): writes acknowledged on the old timeline may be lost
+// (asynchronous replication), so entries read there may hold data that no
+// longer exists, and positions of the two timelines do not compare.
+func watchTimeline(ctx context.Context, rt *router.Router, c *cache.Cache, log *slog.Logger) {
+	const interval = 250 * time.Millisecond
+	last := rt.Status().Timeline
+	bumpPending := false
+	for {
+		sleep(ctx, interval)
+		if ctx.Err() != nil {
+			return
+		}
+		tl := rt.Status().Timeline
+		if tl != 0 && last != 0 && tl != last {
+			log.Warn("primary timeline changed; cache epoch bumped", "from", last, "to", tl)
+			bumpPending = true
+		}
+		if tl != 0 {
+			last = tl
+		}
+		if bumpPending {
+			bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			bumpPending = c.BumpEpoch(bctx) != nil // retried until it succeeds
+			cancel()
+		}
+	}
+}
+
+// pruneOutbox keeps the outbox small where no relay runs (a DAL without
+// cache): rows older than retention go, leaving a flush row for any relay
+// that starts later.
+func pruneOutbox(ctx context.Context, rt *router.Router, retention time.Duration) {
+	for {
+		sleep(ctx, retention/2)
+		if ctx.Err() != nil {
+			return
+		}
+		cutoff := time.Now().Add(-retention).UnixMilli()
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, _ = rt.Write(wctx, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, sqlOutboxPrune, cutoff)
+			return err
+		})
+		cancel()
+	}
+}
+
+// nodeConnConfigs maps each node, named as the router names it, to a
+// connection config from the DSNs (a multi-host DSN gives one per host).
+func nodeConnConfigs(cfg Config) (map[string]*pgx.ConnConfig, error) {
+	out := map[string]*pgx.ConnConfig{}
+	for i, dsn := range append([]string{cfg.PrimaryDSN}, cfg.ReplicaDSNs...) {
+		base, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			return nil, fmt.Errorf("%w: DSN #%d: %v", ErrConfig, i, err)
+		}
+		hosts := []*pgconn.FallbackConfig{{Host: base.Host, Port: base.Port, TLSConfig: base.TLSConfig}}
+		hosts = append(hosts, base.Fallbacks...)
+		for _, h := range hosts {
+			name := net.JoinHostPort(h.Host, strconv.Itoa(int(h.Port)))
+			if strings.HasPrefix(h.Host, "/") {
+				name = h.Host + ":" + strconv.Itoa(int(h.Port))
+			}
+			if _, dup := out[name]; dup {
+				continue
+			}
+			c := base.Copy()
+			c.Host, c.Port, c.TLSConfig, c.Fallbacks = h.Host, h.Port, h.TLSConfig, nil
+			c.ValidateConnect = nil
+			out[name] = c
+		}
+	}
+	return out, nil
+}
+
+// CacheStats returns the cache's counters (hits, misses, fills and why they
+// were refused, invalidations, breaker state, L1 size and hit rate), and
+// false when the DAL has no cache. Safe for concurrent use.
+func (d *DAL) CacheStats() (cache.Stats, bool) {
+	if d.cache == nil {
+		return cache.Stats{}, false
+	}
+	return d.cache.Stats(), true
+}
+
+// RelayStatus describes this instance's invalidation relay.
+type RelayStatus struct {
+	// Candidate is true when this instance runs a relay candidate (it has a
+	// cache and Relay.Disabled is false).
+	Candidate bool
+	// Active is true while this instance's relay holds the leadership lock.
+	Active bool
+	// Applied counts outbox rows this instance's relay applied.
+	Applied uint64
+	// Watermark is the last cache watermark this relay set (0: none).
+	Watermark router.LSN
+	// BackendPID is the PostgreSQL backend PID of the relay's session
+	// (0 when not connected), e.g. for pg_terminate_backend in a drill.
+	BackendPID uint32
+}
+
+// RelayStatus reports this instance's relay. Safe for concurrent use.
+func (d *DAL) RelayStatus() RelayStatus {
+	r := d.relay
+	if r == nil {
+		return RelayStatus{}
+	}
+	return RelayStatus{Candidate: true, Active: r.leader.Load(), Applied: r.applied.Load(),
+		Watermark: router.LSN(r.wm.Load()), BackendPID: r.pid.Load()}
 }

@@ -8,6 +8,7 @@ const (
 	DefaultRelayPollInterval = 100 * time.Millisecond
 	DefaultRelayLockWait     = 2 * time.Second
 	DefaultRelayRetryBackoff = 200 * time.Millisecond
+	DefaultRelayRetention    = 10 * time.Minute
 	DefaultWarmupTimeout     = 10 * time.Second
 )
 
@@ -38,6 +39,13 @@ type RelayConfig struct {
 	// Redis unreachable) before the next try; failed rows are kept and
 	// retried. Default DefaultRelayRetryBackoff.
 	RetryBackoff time.Duration
+	// Retention is how long an outbox row may wait for a relay. Older rows
+	// are deleted (by the relay, or by a DAL without cache so the table
+	// stays small where no instance runs a cache), leaving a flush row
+	// behind: the next relay to apply it gives the whole cache a new epoch,
+	// so the dropped invalidations cannot leave stale entries. Default
+	// DefaultRelayRetention.
+	Retention time.Duration
 }
 
 // WarmupConfig tunes the background cache warm-up run after Open: the
@@ -65,6 +73,9 @@ func (c RelayConfig) withDefaults() RelayConfig {
 	}
 	if c.RetryBackoff <= 0 {
 		c.RetryBackoff = DefaultRelayRetryBackoff
+	}
+	if c.Retention <= 0 {
+		c.Retention = DefaultRelayRetention
 	}
 	return c
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -141,6 +142,9 @@ type DAL struct {
 	cache     *cache.Cache          // nil without Redis
 	redis     redis.UniversalClient // the cache's client
 	ownsRedis bool                  // opened from RedisAddr: closed by Close
+	relay     *relay                // nil without a cache or with Relay.Disabled
+	bgStop    context.CancelFunc    // stops the background goroutines below
+	bg        sync.WaitGroup        // timeline watch, warm-up, outbox pruner
 }
 
 // Open connects to the cluster, checks that the database schema is the one
@@ -180,30 +184,39 @@ func Open(ctx context.Context, cfg Config) (*DAL, error) {
 		rt.Close()
 		return nil, err
 	}
+	d := &DAL{router: rt}
+	if err := d.openCache(cfg, rc); err != nil {
+		rt.Close()
+		return nil, err
+	}
 	pc := cfg.Repos
 	if cfg.CursorKey != nil {
 		pc.CursorKey = cfg.CursorKey
 	}
+	if d.cache != nil && pc.Cache == nil {
+		pc.Cache = d.cache
+	}
 	rp, err := repos.New(rt, pc)
 	if err != nil {
+		d.closeCache()
 		rt.Close()
 		if errors.Is(err, repos.ErrInvalidArgument) {
 			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 		}
 		return nil, fmt.Errorf("dal: open: %w", err)
 	}
-	d := &DAL{Repos: rp, router: rt}
-	if err := d.openCache(cfg, rc); err != nil {
-		rt.Close()
-		return nil, err
-	}
-	hc, err := newHealthChecker(rt, cfg, queries)
+	d.Repos = rp
+	hc, err := newHealthChecker(rt, cfg, queries, d.cacheHealth())
 	if err != nil {
 		d.closeCache()
 		rt.Close()
 		return nil, fmt.Errorf("dal: open: %w", err)
 	}
 	d.health = hc
+	if err := d.startBackground(cfg, rc); err != nil {
+		d.Close()
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -228,6 +241,7 @@ func (d *DAL) Router() *router.Router { return d.router }
 
 // Close releases every connection. The DAL must not be used afterwards.
 func (d *DAL) Close() {
+	d.stopBackground()
 	d.health.Close()
 	d.closeCache()
 	d.router.Close()

@@ -22,13 +22,15 @@ func (d *DAL) Health(ctx context.Context) health.Report {
 	return d.health.Check(ctx)
 }
 
-func newHealthChecker(rt *router.Router, cfg Config, queries func() health.QueryCounters) (*health.Checker, error) {
+func newHealthChecker(rt *router.Router, cfg Config, queries func() health.QueryCounters, ch cacheHealth) (*health.Checker, error) {
 	hc := health.CheckerConfig{
 		Nodes:         routerNodes{rt},
 		Primary:       primaryQuerier{rt},
 		Queries:       queries,
 		Thresholds:    cfg.HealthThresholds,
 		MeterProvider: cfg.Router.MeterProvider,
+		Redis:         ch.redis,
+		Relay:         ch.relay,
 	}
 	for _, n := range rt.Status().Nodes {
 		name := n.Name

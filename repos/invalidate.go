@@ -2,6 +2,7 @@ package repos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -122,3 +123,79 @@ func (c *core) tokensOf(ctx context.Context, q router.Querier, users, devUsers, 
 // joinedKey is the cache ID of one (room, user) membership; NUL never
 // occurs in a valid ID.
 func joinedKey(roomID, userID string) string { return roomID + "\x00" + userID }
+
+// WarmCache reads into the cache the profile, the device list and the
+// access-token lookups of each user in userIDs (with the default bounded
+// staleness), a few at a time, stopping at the first error (including ctx's
+// end). Without a cache it does nothing. Malformed IDs are skipped. Safe for
+// concurrent use.
+func (r *Repos) WarmCache(ctx context.Context, userIDs []string) error {
+	c := r.Users.c
+	cs := c.caches
+	if cs == nil {
+		return nil
+	}
+	const workers = 4
+	ids := make(chan string)
+	errs := make(chan error, workers)
+	for range workers {
+		go func() {
+			var err error
+			for id := range ids {
+				if err == nil {
+					err = r.warmUser(ctx, id)
+				}
+			}
+			errs <- err
+		}()
+	}
+	var err error
+feed:
+	for _, id := range userIDs {
+		if checkUserID("user_id", id, false) != nil {
+			continue
+		}
+		select {
+		case ids <- id:
+		case <-ctx.Done():
+			err = ctx.Err()
+			break feed
+		}
+	}
+	close(ids)
+	for range workers {
+		if werr := <-errs; err == nil {
+			err = werr
+		}
+	}
+	return err
+}
+
+const sqlTokenHashesOfUser = `SELECT token_hash FROM access_tokens WHERE user_id = $1 AND deleted_at IS NULL LIMIT 100`
+
+func (r *Repos) warmUser(ctx context.Context, userID string) error {
+	c := r.Users.c
+	cs := c.caches
+	if _, err := r.Users.GetUser(ctx, userID); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if _, err := r.Devices.ListDevices(ctx, DevicePageRequest{UserID: userID}); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	hashes, _, err := read(ctx, c, "warm.tokens", router.Consistency{}, false, func(ctx context.Context, q router.Querier) ([][]byte, error) {
+		rows, _ := q.Query(ctx, sqlTokenHashesOfUser, userID)
+		return pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	})
+	if err != nil {
+		return err
+	}
+	for _, h := range hashes {
+		if len(h) != 32 {
+			continue
+		}
+		if _, _, err := cachedGet(ctx, cs.token, router.Consistency{}, string(h), loadOwner(c, [32]byte(h))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
