@@ -237,7 +237,10 @@ func TestWritesOutsideHsdalAreInvalidated(t *testing.T) {
 			_, err := d.AccessTokens.CreateToken(ctx, repos.NewAccessToken{Token: token, UserID: alice, DeviceID: "DEV1"})
 			return err
 		},
-		func() error { _, _, err := d.Rooms.CreateRoom(ctx, repos.NewRoom{RoomID: room, Creator: alice}); return err },
+		func() error {
+			_, _, err := d.Rooms.CreateRoom(ctx, repos.NewRoom{RoomID: room, Creator: alice})
+			return err
+		},
 		func() error { _, _, err := d.Memberships.Join(ctx, room, alice); return err },
 	} {
 		if err := f(); err != nil {
