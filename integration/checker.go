@@ -176,8 +176,9 @@ type Final struct {
 //     for BoundedStaleness(d) reads, the last write acknowledged before
 //     start - d - Slack; for the final state, the last acknowledged write.
 //     Every read of the workload runs in the user's session, so its floor
-//     is also at least the newest acknowledged write (of anyone) whose
-//     token the session token carried into the read covers: the router
+//     is also at least the newest write (of anyone) acknowledged before the
+//     read started whose token the session token carried into the read
+//     covers: the router
 //     promises that every non-Strong read in a session is at least
 //     ReadYourWrites(session token), and a token covers every commit below
 //     it. Missing such a write of another user is VSessionToken.
@@ -342,14 +343,20 @@ func (c *checker) covers(s router.Token, w *Op) bool {
 	return s.Timeline > t.Timeline && !c.cfg.AllowLoss
 }
 
-// sessionFloor returns the index of the newest acknowledged write of o that
-// started before readStart and that the session token s covers, if it is
-// above index lowest; else -1.
+// sessionFloor returns the index of the newest write of o acknowledged
+// before readStart whose token the session token s covers, if it is above
+// index lowest; else -1.
+//
+// Acknowledged before the read, not merely covered: a token is an insert
+// position, so it can be above the commit record of another transaction
+// that is still waiting for its synchronous standby, and such a commit is
+// not yet visible on the primary (PostgreSQL removes a transaction from the
+// running set only after that wait). No client can know of that write yet.
 func (c *checker) sessionFloor(o *objHist, s router.Token, readStart time.Duration, lowest int, relax bool) int {
 	if s.IsZero() {
 		return -1
 	}
-	n := sort.Search(len(o.ops), func(i int) bool { return o.ops[i].Start >= readStart })
+	n := sort.Search(len(o.ops), func(i int) bool { return o.ops[i].End >= readStart })
 	for i := n - 1; i > lowest; i-- {
 		op := o.ops[i]
 		if op.Outcome != Acked {
@@ -547,7 +554,7 @@ func (c *checker) monotonic(ops []*Op) {
 				floor, _ := c.floorOf(op)
 				_, risky := c.atRisk(orZero(prev.op), op.Start)
 				promised := prev.op != nil && prev.op.Outcome == Acked && !risky &&
-					(prev.op.End < floor || c.covers(c.token(op.TokenBefore), prev.op))
+					(prev.op.End < floor || prev.op.End < op.Start && c.covers(c.token(op.TokenBefore), prev.op))
 				if promised {
 					o := c.obj(ob.Object)
 					c.violate(Violation{Kind: VMonotonicRead, Object: ob.Object, User: op.User, OpID: op.ID,

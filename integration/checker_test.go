@@ -185,7 +185,11 @@ func TestCheckerCatchesViolations(t *testing.T) {
 				d.writeTok(0, pa, v(1), 100, 110, tok(1, 100)).
 					readTok(1, integration.LevelBounded, 2000, 300, 310, tok(1, 150), pa, v(0)). // token above the write
 					readTok(1, integration.LevelBounded, 2000, 320, 330, tok(1, 50), pa, v(0)).  // token below it: fine
-					readTok(1, integration.LevelBounded, 2000, 340, 350, tok(2, 10), pa, v(0))   // later timeline covers it (sync)
+					readTok(1, integration.LevelBounded, 2000, 340, 350, tok(2, 10), pa, v(0)).  // later timeline covers it (sync)
+					writeTok(0, pa, v(2), 400, 500, tok(1, 300)).
+					// Covered by the token but not yet acknowledged when the
+					// read started: its commit may not be visible yet.
+					readTok(1, integration.LevelBounded, 2000, 450, 460, tok(1, 300), pa, v(1))
 			},
 			violations: map[string]int{integration.VSessionToken: 2},
 		},
