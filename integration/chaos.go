@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,13 @@ type ChaosConfig struct {
 	// Slack widens staleness bounds in the checker. Default DefaultSlack;
 	// negative means none.
 	Slack time.Duration
+	// NoCache runs the DALs without the Redis cache even when the cluster
+	// has Redis. With a cache (the default when Cluster.RedisAddr is set),
+	// every DAL uses the cluster's Redis, every second one with the
+	// in-process L1 tier; the fault kinds FaultRedisKill and
+	// FaultRelayLeaderKill are added, and the final state is also checked
+	// through the cache (VCacheStale).
+	NoCache bool
 	// Logf receives progress lines and router logs. Default: silent.
 	Logf func(format string, args ...any)
 	// FinalChecks run after quiescence, on a freshly opened DAL, after the
@@ -52,9 +60,10 @@ type ChaosConfig struct {
 	FinalChecks []FinalCheck
 }
 
-// FinalCheck is an extra check run by RunChaos after quiescence. It returns
-// the violations it found; an error means it could not check.
-type FinalCheck func(ctx context.Context, d *dal.DAL, h *History) ([]Violation, error)
+// FinalCheck is an extra check run by RunChaos after quiescence, given
+// every DAL of the run (the workload's, then a freshly opened one). It
+// returns the violations it found; an error means it could not check.
+type FinalCheck func(ctx context.Context, dals []*dal.DAL, h *History) ([]Violation, error)
 
 // logWriter turns slog output into Logf lines.
 type logWriter struct{ logf func(string, ...any) }
@@ -96,8 +105,11 @@ func RunChaos(ctx context.Context, cfg ChaosConfig) (*Report, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	rep := &Report{Seed: cfg.Seed, StartedAt: time.Now(), DALs: cfg.DALs,
-		Cache: CacheReport{Note: "dal.Config has no Redis option yet: no cache faults (Redis kill/restart, relay-leader kill) and no cache-equals-primary check"}}
+	withCache := !cfg.NoCache && c.RedisAddr() != ""
+	rep := &Report{Seed: cfg.Seed, StartedAt: time.Now(), DALs: cfg.DALs, Cache: CacheReport{Enabled: withCache}}
+	if !withCache {
+		rep.Cache.Note = "no cache: DALs without Redis, no cache faults, no cache-equals-primary check"
+	}
 
 	if err := dal.Migrate(ctx, c.PrimaryDSN()); err != nil {
 		return nil, fmt.Errorf("integration: chaos: migrate: %w", err)
@@ -124,6 +136,10 @@ func RunChaos(ctx context.Context, cfg ChaosConfig) (*Report, error) {
 		// Slow statements are expected on 2 busy cores: count them, do not
 		// flood the log.
 		dc.SlowQuery.Logger = slog.New(countingHandler{&slowQueries})
+		if withCache {
+			dc.RedisAddr = c.RedisAddr()
+			dc.Cache.L1.Enabled = i%2 == 1
+		}
 		return dal.Open(ctx, dc)
 	}
 	var dals []*dal.DAL
@@ -162,6 +178,12 @@ func RunChaos(ctx context.Context, cfg ChaosConfig) (*Report, error) {
 	fc.Cluster, fc.Seed, fc.Sync, fc.Epoch = c, cfg.Seed, isSync, h.Epoch()
 	if fc.Logf == nil {
 		fc.Logf = cfg.Logf
+	}
+	checks := slices.Clone(cfg.FinalChecks)
+	if withCache {
+		workloadDALs := slices.Clone(dals)
+		fc.Extra = append(fc.Extra, cacheFaults(c, func() []*dal.DAL { return workloadDALs })...)
+		checks = append([]FinalCheck{cacheConvergence(w, rep)}, checks...)
 	}
 	inj, err := NewInjector(fc)
 	if err != nil {
@@ -274,8 +296,8 @@ func RunChaos(ctx context.Context, cfg ChaosConfig) (*Report, error) {
 		rep.OpsPerSec = float64(rep.Attempted) / rep.DurationS
 	}
 	rep.Violations, rep.ViolationSamples, rep.Anomalies = res.Violations, res.Samples, res.Anomalies
-	for _, fc := range cfg.FinalChecks {
-		vs, err := fc(qctx, fd, h)
+	for _, fc := range checks {
+		vs, err := fc(qctx, dals, h)
 		if err != nil {
 			return rep, fmt.Errorf("integration: chaos: final check: %w", err)
 		}
@@ -285,6 +307,12 @@ func RunChaos(ctx context.Context, cfg ChaosConfig) (*Report, error) {
 		}
 	}
 	rep.LostAtFailover, rep.ObservationsChecked = res.LostAtFailover, res.Observations
+	if withCache {
+		rep.Cache.Stats, _ = cacheStats(dals)
+		for _, d := range dals {
+			rep.Cache.RelayApplied = append(rep.Cache.RelayApplied, d.RelayStatus().Applied)
+		}
+	}
 	rep.TokenErrors = w.TokenErrors()
 	rep.SlowQueries = slowQueries.Load()
 	for _, d := range noPrimary {

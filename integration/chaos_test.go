@@ -96,10 +96,12 @@ func params(t *testing.T) chaosParams {
 	return p
 }
 
-// TestChaos drives a homeserver workload through three DALs while replicas
-// are killed and paused, the primary is killed and a standby promoted (the
-// old primary re-attached later), and backends are terminated; then checks
-// the history (integration.Check) and requires zero violations. The
+// TestChaos drives a homeserver workload through three DALs sharing one
+// Redis cache while replicas are killed and paused, the primary is killed
+// and a standby promoted (the old primary re-attached later), backends are
+// terminated, Redis is killed and restarted and the invalidation relay's
+// leader loses its session; then checks the history (integration.Check)
+// and the cache against the primary, and requires zero violations. The
 // cluster runs synchronous quorum replication, so no acknowledged write may
 // be lost.
 func TestChaos(t *testing.T) {
@@ -112,6 +114,12 @@ func TestChaos(t *testing.T) {
 		Settings: map[string]string{"max_standby_streaming_delay": "100ms", "max_standby_archive_delay": "100ms"},
 		Logf:     t.Logf,
 	})
+	var faults integration.FaultConfig
+	if !p.long {
+		// Dense enough that every fault kind shows up in 30 s.
+		faults.MinGap, faults.MaxGap = 500*time.Millisecond, 2*time.Second
+		faults.MinHold, faults.MaxHold = time.Second, 3*time.Second
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.duration+10*time.Minute)
 	defer cancel()
 	rep, err := integration.RunChaos(ctx, integration.ChaosConfig{
@@ -120,6 +128,7 @@ func TestChaos(t *testing.T) {
 		Duration: p.duration,
 		Slack:    p.slack,
 		Logf:     t.Logf,
+		Faults:   faults,
 	})
 	if rep != nil && rep.History != nil && (err != nil || rep.ViolationTotal() > 0 || os.Getenv("HSDAL_CHAOS_DUMP") == "1") {
 		path := p.out + ".history.json"

@@ -60,7 +60,8 @@ const (
 
 // ViolationKinds lists every kind Check can report, in report order.
 var ViolationKinds = []string{VLostWrite, VPrimaryMissingWrite, VReadYourWrites, VStaleRead, VStrongReadStale,
-	VSessionToken, VMonotonicRead, VSoftDeletedReturned, VHalfApplied, VFailedWriteApplied, VPhantom, VDuplicateWrite, VHistoryMismatch}
+	VSessionToken, VMonotonicRead, VSoftDeletedReturned, VHalfApplied, VFailedWriteApplied, VPhantom, VDuplicateWrite, VHistoryMismatch,
+	VCacheStale}
 
 // Anomaly kinds: counted and reported, not violations, because the API does
 // not promise otherwise (see Check).

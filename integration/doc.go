@@ -13,20 +13,24 @@
 //     private messages, soft delete and restore of its own events and
 //     messages, joins and leaves. Reads: its own data in its session
 //     (ReadYourWrites), its own profile with Strong, followed users'
-//     profiles and room timelines with BoundedStaleness(d). Every request
+//     profiles and memberships, room timelines and member lists with
+//     BoundedStaleness(d), in the session or without one. Every request
 //     and its result goes into a History (start, end, outcome: acknowledged,
 //     failed, or unknown outcome; what each read saw).
 //   - Injector: a seeded, reproducible fault schedule on an
 //     internal/testcluster cluster: kill -9 and restart of standbys, WAL
 //     replay pause and resume, kill of the primary followed by promotion of
 //     a standby and later re-attachment of the old primary (Rejoin), and
-//     pg_terminate_backend of random application backends. ExtraFault
-//     plugs in kinds it does not know (cache faults once the DAL has one).
+//     pg_terminate_backend of random application backends; with the Redis
+//     cache, kill -9 and restart of Redis and the loss of the invalidation
+//     relay leader's session. ExtraFault plugs in kinds it does not know.
 //   - Check: the history checker; see its documentation for the exact
 //     definitions of lost writes, read-your-writes, staleness, monotonic
 //     reads, soft-delete visibility and half-applied writes.
-//   - RunChaos: all of it, plus quiescence, a Strong read of the final state
-//     and a Report (JSON under integration/results/, Summary for stdout).
+//   - RunChaos: all of it, plus quiescence, a Strong read of the final state,
+//     the check that every read the cache may serve then equals the
+//     primary, and a Report (JSON under integration/results/, Summary for
+//     stdout).
 //
 // Typical use:
 //

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/hsdal/hsdal/cache"
 )
 
 // Report is the outcome of one chaos run, written as JSON under
@@ -89,10 +91,19 @@ type Report struct {
 	History *History `json:"-"`
 }
 
-// CacheReport says whether the cache part of the suite ran.
+// CacheReport says whether the cache part of the suite ran, and what the
+// caches did.
 type CacheReport struct {
 	Enabled bool   `json:"enabled"`
 	Note    string `json:"note,omitempty"`
+	// Stats are the cache counters summed over every DAL of the run.
+	Stats cache.Stats `json:"stats"`
+	// RelayApplied: outbox rows applied by each DAL's relay.
+	RelayApplied []uint64 `json:"relay_applied,omitempty"`
+	// FinalCheckHits and FinalCheckMisses: how many reads of the
+	// cache-equals-primary check the cache served, and how many it did not.
+	FinalCheckHits   uint64 `json:"final_check_hits"`
+	FinalCheckMisses uint64 `json:"final_check_misses"`
 }
 
 // ViolationTotal is the number of violations of every kind.
@@ -155,6 +166,13 @@ func (r *Report) Summary() string {
 		fmt.Fprintf(&b, "; lost at each failover: %v", r.LostAtFailover)
 	}
 	fmt.Fprintf(&b, "\n  cache: enabled=%v %s", r.Cache.Enabled, r.Cache.Note)
+	if r.Cache.Enabled {
+		st := r.Cache.Stats
+		fmt.Fprintf(&b, "hits redis=%d l1=%d misses=%d fills=%d rejected(stale=%d epoch=%d too_old=%d) invalidations=%d (errors %d) epoch_bumps=%d l1_flushes=%d; relay applied %v; final check served %d of %d reads from the cache",
+			st.RedisHits, st.L1Hits, st.Misses, st.Fills, st.FillsRejectedStale, st.FillsRejectedEpoch, st.FillsTooOld,
+			st.Invalidations, st.InvalidationErrors, st.EpochBumps, st.L1Flushes, r.Cache.RelayApplied,
+			r.Cache.FinalCheckHits, r.Cache.FinalCheckHits+r.Cache.FinalCheckMisses)
+	}
 	return b.String()
 }
 

@@ -36,13 +36,21 @@ type Mix struct {
 	ReadOwnMember    int // own membership, in the session
 	ReadOtherProfile int // a followed user's profile (one of the next two users), BoundedStaleness(d)
 	ReadTimeline     int // a room's newest events, BoundedStaleness(d)
+	ReadOwnJoined    int // IsJoined for oneself, in the session (a cached entity)
+	ReadOtherJoined  int // IsJoined for a followed user, BoundedStaleness(d)
+	ReadMembers      int // a room's joined members, BoundedStaleness(d) (a cached entity)
+	// ReadPublic: a followed user's profile or a room's members read
+	// outside any session (a request without the client's token, e.g. a
+	// federation or public-directory read), BoundedStaleness(d).
+	ReadPublic int
 }
 
 // DefaultMix is a homeserver-like mix: about 40% writes.
 var DefaultMix = Mix{
 	SetProfile: 12, AppendEvent: 14, ToggleEvent: 5, SendMessage: 8, ToggleMessage: 3, ToggleMembership: 4,
 	ReadOwnProfile: 10, ReadOwnStrong: 2, ReadOwnEvents: 8, ReadOwnMessage: 5, ReadOwnMember: 4,
-	ReadOtherProfile: 12, ReadTimeline: 10,
+	ReadOtherProfile: 12, ReadTimeline: 10, ReadOwnJoined: 3, ReadOtherJoined: 3, ReadMembers: 3,
+	ReadPublic: 8,
 }
 
 // WorkloadConfig configures a Workload. Only DALs is required.
@@ -153,8 +161,8 @@ func NewWorkload(cfg WorkloadConfig) (*Workload, error) {
 	if cfg.Users == 0 {
 		cfg.Users = 16
 	}
-	if cfg.Users < 2 {
-		return nil, errors.New("integration: workload needs at least 2 users")
+	if cfg.Users < 2 || cfg.Users > repos.DefaultMaxPageSize {
+		return nil, fmt.Errorf("integration: workload needs 2 to %d users", repos.DefaultMaxPageSize)
 	}
 	if cfg.TimelineRooms <= 0 {
 		cfg.TimelineRooms = 3
@@ -199,6 +207,10 @@ func NewWorkload(cfg WorkloadConfig) (*Workload, error) {
 		{m.ReadOwnMember, "read_own_membership", (*Workload).readOwnMember},
 		{m.ReadOtherProfile, "read_other_profile", (*Workload).readOtherProfile},
 		{m.ReadTimeline, "read_timeline", (*Workload).readTimeline},
+		{m.ReadOwnJoined, "read_own_joined", (*Workload).readOwnJoined},
+		{m.ReadOtherJoined, "read_other_joined", (*Workload).readOtherJoined},
+		{m.ReadMembers, "read_members", (*Workload).readMembers},
+		{m.ReadPublic, "read_public", (*Workload).readPublic},
 	} {
 		if o.weight < 0 {
 			return nil, fmt.Errorf("integration: negative weight for %s", o.name)
@@ -386,6 +398,7 @@ type call struct {
 	cancel context.CancelFunc
 	d      *dal.DAL
 	op     *Op
+	public bool // no session: the user's token is neither used nor updated
 }
 
 // begin starts a request of u: a fresh context (not tied to Run's, so the
@@ -412,8 +425,10 @@ func (w *Workload) done(u *user, c *call) {
 	if c.op.End == 0 {
 		c.op.End = w.h.Now()
 	}
-	u.token = router.SessionToken(c.ctx).Encode()
-	c.op.Token = u.token
+	if !c.public {
+		u.token = router.SessionToken(c.ctx).Encode()
+		c.op.Token = u.token
+	}
 	u.unavailable = c.op.ErrKind == "unavailable"
 	c.cancel()
 	w.h.Add(c.op)
@@ -734,9 +749,7 @@ func (w *Workload) readOwnStrong(u *user) {
 }
 
 func (w *Workload) readOtherProfile(u *user) {
-	// Each user follows two others, so it reads the same profiles again
-	// and again: what monotonic reads are about.
-	other := (u.idx + 1 + u.rng.IntN(2)) % len(w.users)
+	other := w.followed(u)
 	c := w.begin(u, "read_other_profile")
 	c.op.Level, c.op.Bound = LevelBounded, w.bound(u)
 	usr, err := c.d.Users.GetUser(c.ctx, w.users[other].id, router.BoundedStaleness(c.op.Bound))
@@ -860,5 +873,102 @@ func (w *Workload) readTimeline(u *user) {
 			c.op.Obs = append(c.op.Obs, Observation{Object: obj, States: []string{StateAbsent, StateDeleted}})
 		}
 	}
+	w.done(u, c)
+}
+
+// followed picks one of the two users u follows (the next two), so that u
+// reads the same data again and again: what monotonic reads are about.
+func (w *Workload) followed(u *user) int { return (u.idx + 1 + u.rng.IntN(2)) % len(w.users) }
+
+// joinedObs turns an IsJoined answer into an observation.
+func joinedObs(obj string, joined bool) Observation {
+	if joined {
+		return Observation{Object: obj, States: []string{StateJoin}}
+	}
+	return Observation{Object: obj, States: []string{StateNone, StateLeave}}
+}
+
+func (w *Workload) readOwnJoined(u *user) {
+	room := w.toggle[u.rng.IntN(len(w.toggle))]
+	c := w.begin(u, "read_own_joined")
+	c.op.Level = LevelSession
+	ok, err := c.d.Memberships.IsJoined(c.ctx, room, u.id)
+	c.op.End = w.h.Now()
+	readResult(c.op, err)
+	if err == nil {
+		c.op.Obs = append(c.op.Obs, joinedObs(memberObj(room, u.id), ok))
+	}
+	w.done(u, c)
+}
+
+func (w *Workload) readOtherJoined(u *user) {
+	room := w.toggle[u.rng.IntN(len(w.toggle))]
+	other := w.users[w.followed(u)]
+	c := w.begin(u, "read_other_joined")
+	c.op.Level, c.op.Bound = LevelBounded, w.bound(u)
+	ok, err := c.d.Memberships.IsJoined(c.ctx, room, other.id, router.BoundedStaleness(c.op.Bound))
+	c.op.End = w.h.Now()
+	readResult(c.op, err)
+	if err == nil {
+		c.op.Obs = append(c.op.Obs, joinedObs(memberObj(room, other.id), ok))
+	}
+	w.done(u, c)
+}
+
+// readMembers reads a membership room's joined members (one page holds
+// them all) and observes every user's membership from it.
+func (w *Workload) readMembers(u *user) { w.readMembersAs(u, "read_members", false) }
+
+func (w *Workload) readMembersAs(u *user, kind string, public bool) {
+	room := w.toggle[u.rng.IntN(len(w.toggle))]
+	c := w.begin(u, kind)
+	ctx := c.ctx
+	if public {
+		c.public, c.op.TokenBefore = true, ""
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.Background(), w.cfg.OpTimeout)
+		defer cancel()
+	}
+	c.op.Level, c.op.Bound = LevelBounded, w.bound(u)
+	page, err := c.d.Memberships.ListJoinedMembers(ctx, repos.MemberPageRequest{RoomID: room,
+		Limit: repos.DefaultMaxPageSize, Consistency: router.BoundedStaleness(c.op.Bound)})
+	c.op.End = w.h.Now()
+	readResult(c.op, err)
+	if err == nil {
+		joined := map[string]bool{}
+		for _, m := range page.Items {
+			joined[m.UserID] = true
+			if m.Membership != repos.Join {
+				c.op.Obs = append(c.op.Obs, Observation{Object: memberObj(room, m.UserID), States: []string{string(m.Membership)},
+					Corrupt: "ListJoinedMembers returned a member whose membership is " + string(m.Membership)})
+			}
+		}
+		for _, x := range w.users {
+			c.op.Obs = append(c.op.Obs, joinedObs(memberObj(room, x.id), joined[x.id]))
+		}
+		if len(page.Items) > len(w.users) {
+			c.op.Obs = append(c.op.Obs, Observation{Object: "members/" + room, States: []string{"?extra"},
+				Corrupt: fmt.Sprintf("%d joined members, the workload has only %d users", len(page.Items), len(w.users))})
+		}
+	}
+	w.done(u, c)
+}
+
+// readPublic reads a followed user's profile, or a membership room's
+// joined members, with no session at all.
+func (w *Workload) readPublic(u *user) {
+	if u.rng.IntN(2) == 0 {
+		w.readMembersAs(u, "read_public_members", true)
+		return
+	}
+	other := w.followed(u)
+	c := w.begin(u, "read_public_profile")
+	c.public, c.op.TokenBefore = true, ""
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.OpTimeout) // no session
+	defer cancel()
+	c.op.Level, c.op.Bound = LevelBounded, w.bound(u)
+	usr, err := c.d.Users.GetUser(ctx, w.users[other].id, router.BoundedStaleness(c.op.Bound))
+	c.op.End = w.h.Now()
+	w.profileObs(c, w.users[other].id, usr, err, other)
 	w.done(u, c)
 }
