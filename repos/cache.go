@@ -206,41 +206,63 @@ func cachedGet[T any](ctx context.Context, e *cache.Entity[stamped[T]], cons rou
 	return sv.v, info.Found, nil
 }
 
-// sqlUpperBound reads, after the statements before it in the same batch, a
-// WAL position no lower than any commit their snapshots saw: the replay
-// position on a standby, the insert position on the primary.
-const sqlUpperBound = `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text`
+// sqlWALPosition reads the node's WAL position: the replay position on a
+// standby, the insert position on the primary. Read first in a batch it is a
+// lower bound of what the statements after it see (on a standby every
+// commit replayed up to it; on the primary every write whose token, read
+// after its commit became visible, is below it); read last, an upper bound
+// of every commit their snapshots saw.
+const sqlWALPosition = `SELECT pg_is_in_recovery(), (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text`
 
-// readStamped runs queue's statements and sqlUpperBound in one batch (one
-// round trip) through the router, collects the value, and returns it with
-// where it was read and the upper bound of its snapshot. collect reports an
-// absent row as found=false with a nil error.
+func scanWALPosition(br pgx.BatchResults) (standby bool, pos router.LSN, err error) {
+	var s *string
+	if err := br.QueryRow().Scan(&standby, &s); err != nil || s == nil {
+		return standby, 0, err
+	}
+	pos, err = router.ParseLSN(*s)
+	return standby, pos, err
+}
+
+// readStamped runs queue's statements between two sqlWALPosition reads in
+// one batch (one round trip) through the router, collects the value, and
+// returns it with where it was read and the upper bound of its snapshot.
+// The ReadInfo's Pos is raised to the position read just before the
+// statements when that is fresher than the router's probe (so fills right
+// after a write are not refused for a stale lower bound). collect reports
+// an absent row as found=false with a nil error.
 func readStamped[T any](ctx context.Context, c *core, op string, cons router.Consistency,
 	queue func(b *pgx.Batch), collect func(br pgx.BatchResults) (T, bool, error)) (T, bool, router.ReadInfo, router.LSN, error) {
 	type out struct {
-		v     T
-		found bool
-		upper router.LSN
+		v            T
+		found        bool
+		lower, upper router.LSN
 	}
 	o, info, err := read(ctx, c, op, cons, false, func(ctx context.Context, q router.Querier) (out, error) {
 		b := &pgx.Batch{}
+		b.Queue(sqlWALPosition)
 		queue(b)
-		b.Queue(sqlUpperBound)
+		b.Queue(sqlWALPosition)
 		br := q.SendBatch(ctx, b)
 		var o out
-		var err error
-		o.v, o.found, err = collect(br)
+		standby, lower, err := scanWALPosition(br)
 		if err == nil {
-			var s *string
-			if err = br.QueryRow().Scan(&s); err == nil && s != nil {
-				o.upper, err = router.ParseLSN(*s)
+			if standby && lower > 0 {
+				lower++ // every commit up to the replay position is visible
 			}
+			o.lower = lower
+			o.v, o.found, err = collect(br)
+		}
+		if err == nil {
+			_, o.upper, err = scanWALPosition(br)
 		}
 		if cerr := br.Close(); err == nil {
 			err = cerr
 		}
 		return o, err
 	})
+	if err == nil && o.lower > info.Pos {
+		info.Pos = o.lower
+	}
 	return o.v, o.found, info, o.upper, err
 }
 

@@ -34,10 +34,11 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	c, err := testcluster.Start(ctx, testcluster.Options{Replicas: 1, NoRedis: true})
+	c, err := testcluster.Start(ctx, testcluster.Options{Replicas: 1})
 	if err != nil {
 		cancel()
-		fmt.Fprintf(os.Stderr, "repos tests need PostgreSQL 15+ server binaries (Debian: apt-get install postgresql-15): %v\n", err)
+		fmt.Fprintf(os.Stderr, "repos tests need PostgreSQL 15+ server binaries and redis-server "+
+			"(Debian: apt-get install postgresql-15 redis-server): %v\n", err)
 		if c != nil {
 			_ = c.Stop()
 		}
