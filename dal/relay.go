@@ -56,6 +56,7 @@ const (
 	relayChannel  = "hsdal_cache_outbox"
 	relayAppName  = "hsdal-cache-relay"
 	maxCandidates = 256
+	relaySettle   = 5 * time.Millisecond
 )
 
 // relayLockKey is the advisory lock key of the relay: the first 8 bytes of
@@ -285,8 +286,13 @@ func (r *relay) session(ctx context.Context) error {
 		case !drained:
 			continue // more rows waiting
 		case n > 0:
-			// Once more at once: the next step's position is read after
-			// these writes' commits, so the watermark passes them quickly.
+			// Step again soon rather than on the next notification: its
+			// position is read after these writes' commits, so the
+			// watermark passes them. The short pause lets writes
+			// committing meanwhile join that step.
+			if err := r.wait(ctx, conn, min(r.cfg.PollInterval, relaySettle), false); err != nil {
+				return err
+			}
 			continue
 		}
 		if err := r.wait(ctx, conn, r.cfg.PollInterval, true); err != nil {
@@ -417,8 +423,9 @@ func (r *relay) apply(ctx context.Context, conn *pgx.Conn, q router.LSN, batch [
 			}
 			changes = append(changes, repos.Change{Kind: repos.ChangeAccessToken, Key: string(h)})
 		case "room":
-			changes = append(changes, repos.Change{Kind: repos.ChangeRoom, Key: row.key1},
-				repos.Change{Kind: repos.ChangeMembership, Key: row.key1})
+			changes = append(changes, repos.Change{Kind: repos.ChangeRoom, Key: row.key1})
+		case "room_members":
+			changes = append(changes, repos.Change{Kind: repos.ChangeMembership, Key: row.key1})
 		case "membership":
 			changes = append(changes, repos.Change{Kind: repos.ChangeMembership, Key: row.key1, Key2: row.key2})
 		case "flush":

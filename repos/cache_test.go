@@ -224,6 +224,13 @@ func TestCachedReadsFollowWrites(t *testing.T) {
 			_, err := f.Rooms.DeleteRoom(ctx, room)
 			return err
 		}, "false"},
+		{"room restored", func(ctx context.Context) (string, error) {
+			ok, err := f.Memberships.IsJoined(ctx, room, bob)
+			return fmt.Sprint(ok), err
+		}, func(ctx context.Context) error {
+			_, err := f.Rooms.RestoreRoom(ctx, room)
+			return err
+		}, "true"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -22,12 +22,24 @@ UNION ALL
 SELECT t.token_hash FROM unnest($2::text[], $3::text[]) AS x(u, d)
 JOIN access_tokens t ON t.user_id = x.u AND t.device_id = x.d AND t.deleted_at IS NULL`
 
+// sqlJoinedOf finds the joined members of rooms whose liveness changed: their
+// cached IsJoined answers flip with it (other members' answers are false
+// either way). Served by room_memberships_room_members_idx.
+const sqlJoinedOf = `
+SELECT room_id, user_id FROM room_memberships WHERE room_id = ANY($1::text[]) AND membership = 'join'`
+
+// invalidateChunk bounds the keys of one Invalidate call (one Lua script per
+// shard), so a large room's deletion does not block Redis for long.
+const invalidateChunk = 512
+
 // InvalidateCached invalidates, at position pos, every cache entry the
 // changes affect: the entries of the named users, device lists, tokens,
 // rooms and member lists, and for ChangeTokensOfUser and
 // ChangeTokensOfDevice the entries of every live access token of that user
 // or device, found with one query on q, which must be a connection to the
-// primary (nil: a Strong read through the repositories' DB).
+// primary (nil: a Strong read through the repositories' DB), and for
+// ChangeMembership without a user (a room deleted or restored) the IsJoined
+// entries of the room's joined members, found the same way.
 //
 // pos must be at least the commit position of the writes behind the changes
 // (their token, or any primary WAL position read after they became
@@ -64,7 +76,7 @@ func (c *core) invalidate(ctx context.Context, q router.Querier, pos router.LSN,
 			keys = append(keys, k)
 		}
 	}
-	var users, devUsers, devIDs []string
+	var users, devUsers, devIDs, rooms []string
 	for _, ch := range changes {
 		switch ch.Kind {
 		case ChangeUser:
@@ -84,6 +96,8 @@ func (c *core) invalidate(ctx context.Context, q router.Querier, pos router.LSN,
 			add(cacheKindMembers, ch.Key)
 			if ch.Key2 != "" {
 				add(cacheKindJoined, joinedKey(ch.Key, ch.Key2))
+			} else {
+				rooms = append(rooms, ch.Key)
 			}
 		}
 	}
@@ -96,10 +110,39 @@ func (c *core) invalidate(ctx context.Context, q router.Querier, pos router.LSN,
 			add(cacheKindToken, string(h))
 		}
 	}
-	if err := cs.c.Invalidate(ctx, uint64(pos), keys...); err != nil {
-		return fmt.Errorf("repos: invalidate: %w", err)
+	if len(rooms) > 0 {
+		joined, err := c.joinedOf(ctx, q, rooms)
+		if err != nil {
+			return fmt.Errorf("repos: invalidate: members: %w", err)
+		}
+		for _, m := range joined {
+			add(cacheKindJoined, joinedKey(m[0], m[1]))
+		}
+	}
+	for len(keys) > 0 {
+		n := min(len(keys), invalidateChunk)
+		if err := cs.c.Invalidate(ctx, uint64(pos), keys[:n]...); err != nil {
+			return fmt.Errorf("repos: invalidate: %w", err)
+		}
+		keys = keys[n:]
 	}
 	return nil
+}
+
+func (c *core) joinedOf(ctx context.Context, q router.Querier, rooms []string) ([][2]string, error) {
+	collect := func(ctx context.Context, q router.Querier) ([][2]string, error) {
+		rows, _ := q.Query(ctx, sqlJoinedOf, rooms)
+		return pgx.CollectRows(rows, func(row pgx.CollectableRow) ([2]string, error) {
+			var m [2]string
+			err := row.Scan(&m[0], &m[1])
+			return m, err
+		})
+	}
+	if q != nil {
+		return collect(ctx, q)
+	}
+	v, _, err := read(ctx, c, "invalidate.members", router.Strong(), false, collect)
+	return v, err
 }
 
 func (c *core) tokensOf(ctx context.Context, q router.Querier, users, devUsers, devIDs []string) ([][]byte, error) {

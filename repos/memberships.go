@@ -200,11 +200,6 @@ WHERE m.room_id = $1 AND m.membership = 'join'
 ORDER BY m.membership_ts, m.user_id
 LIMIT $2`
 
-	// Whether the (room, user) membership is join; the room's liveness is
-	// the room entry's business.
-	sqlMembershipIsJoin = `
-SELECT EXISTS (SELECT 1 FROM room_memberships WHERE room_id = $1 AND user_id = $2 AND membership = 'join')`
-
 	// Keyset on room_memberships_user_rooms_idx (user_id, membership,
 	// room_id); rooms that are deleted are skipped by the join.
 	sqlUserRoomsAsc = `
@@ -452,12 +447,6 @@ func (ms *Memberships) IsJoined(ctx context.Context, roomID, userID string, opts
 		return false, err
 	}
 	if cs := ms.c.caches; cs != nil {
-		// Two cached entries: the room (a deleted room has no joined
-		// members) and the membership.
-		_, live, err := cachedGet(ctx, cs.room, cons, roomID, loadRoom(ms.c, roomID))
-		if err != nil || !live {
-			return false, err
-		}
 		v, _, err := cachedGet(ctx, cs.joined, cons, joinedKey(roomID, userID), loadJoined(ms.c, roomID, userID))
 		return v, err
 	}
@@ -465,11 +454,14 @@ func (ms *Memberships) IsJoined(ctx context.Context, roomID, userID string, opts
 	return v, err
 }
 
-// loadJoined is the cached read of one membership behind IsJoined.
+// loadJoined is the cached read behind IsJoined. The entry depends on the
+// membership and on the room's liveness: deleting or restoring a room
+// invalidates the entries of its joined members (ChangeMembership without
+// a user).
 func loadJoined(c *core, roomID, userID string) stampedLoad[bool] {
 	return func(ctx context.Context, cons router.Consistency) (bool, bool, router.ReadInfo, router.LSN, error) {
 		return readStamped(ctx, c, "memberships.is_joined", cons,
-			func(b *pgx.Batch) { b.Queue(sqlMembershipIsJoin, roomID, userID) },
+			func(b *pgx.Batch) { b.Queue(sqlIsJoined, roomID, userID) },
 			func(br pgx.BatchResults) (bool, bool, error) {
 				var ok bool
 				err := br.QueryRow().Scan(&ok)

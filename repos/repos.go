@@ -321,7 +321,8 @@ const (
 	// ChangeRoom: a room's metadata or deletion. Key: room ID.
 	ChangeRoom
 	// ChangeMembership: one membership and the room's member lists. Key:
-	// room ID; Key2: user ID.
+	// room ID; Key2: user ID, or "" for every membership of the room at
+	// once (the room was deleted or restored).
 	ChangeMembership
 	// ChangeAlias: an alias's resolution. Key: alias.
 	ChangeAlias

@@ -24,6 +24,8 @@
 --   device      user_id         device_id   a device row changed
 --   token       hex(token_hash)             an access token row changed
 --   room        room_id                     a room row changed
+--   room_members  room_id                   a room's liveness changed (creation, deletion,
+--                                           restore): its members' IsJoined answers change
 --   membership  room_id         user_id     a membership row changed
 --   flush                                   everything (TRUNCATE, pruned rows)
 CREATE TABLE cache_outbox (
@@ -34,7 +36,7 @@ CREATE TABLE cache_outbox (
     created_ts  BIGINT NOT NULL DEFAULT hsdal_now_ms(),
     CONSTRAINT cache_outbox_pkey PRIMARY KEY (id),
     CONSTRAINT cache_outbox_kind_check
-        CHECK (kind IN ('user', 'user_auth', 'device', 'token', 'room', 'membership', 'flush'))
+        CHECK (kind IN ('user', 'user_auth', 'device', 'token', 'room', 'room_members', 'membership', 'flush'))
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 -- Rows live for milliseconds: vacuum on an absolute number of dead rows, not a fraction of
 -- a table that is nearly always empty.
@@ -93,11 +95,18 @@ END $$;
 
 CREATE FUNCTION hsdal_outbox_rooms() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO cache_outbox (kind, key1) VALUES ('room', NEW.room_id), ('room_members', NEW.room_id);
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO cache_outbox (kind, key1) VALUES ('room', OLD.room_id), ('room_members', OLD.room_id);
+    ELSE
         INSERT INTO cache_outbox (kind, key1) VALUES ('room', OLD.room_id);
-    END IF;
-    IF TG_OP = 'INSERT' OR TG_OP = 'UPDATE' AND NEW.room_id <> OLD.room_id THEN
-        INSERT INTO cache_outbox (kind, key1) VALUES ('room', NEW.room_id);
+        IF NEW.room_id <> OLD.room_id OR NEW.deleted_at IS DISTINCT FROM OLD.deleted_at THEN
+            INSERT INTO cache_outbox (kind, key1) VALUES ('room_members', OLD.room_id);
+        END IF;
+        IF NEW.room_id <> OLD.room_id THEN
+            INSERT INTO cache_outbox (kind, key1) VALUES ('room', NEW.room_id), ('room_members', NEW.room_id);
+        END IF;
     END IF;
     PERFORM hsdal_cache_notify();
     RETURN NULL;
