@@ -46,17 +46,20 @@ import (
 // Q, then the rows are deleted. A failed invalidation leaves the rows in
 // place for the next step.
 //
-// Watermark: every write committed below P either is visible in S or was
-// still in progress then (in S's xip list). Once a later step that read the
-// outbox to its end sees none of those transactions running, every write
-// below P has been applied, and P becomes the cache's watermark
-// (cache.Cache.SetWatermark).
+// Watermark: a write whose token (the insert position read after its
+// commit) is at most P reserved its commit record before P was read, so at S
+// it is either visible or still in progress (in S's xip list). Once a later
+// step that read the outbox to its end sees none of those transactions
+// running, every write with a token at most P has been applied, and P+1
+// becomes the cache's watermark (cache.Cache.SetWatermark: writes below it
+// are invalidated). The +1 matters on a quiet system: a session whose token
+// is the current position (read a moment ago) may then use cached entries.
 
 const (
 	relayChannel  = "hsdal_cache_outbox"
 	relayAppName  = "hsdal-cache-relay"
 	maxCandidates = 256
-	relaySettle   = 5 * time.Millisecond
+	relaySettle   = 2 * time.Millisecond
 )
 
 // relayLockKey is the advisory lock key of the relay: the first 8 bytes of
@@ -394,7 +397,7 @@ func (r *relay) step(ctx context.Context, conn *pgx.Conn, pending *[]wmCandidate
 			return 0, false, err
 		}
 	}
-	r.advance(ctx, pending, wmCandidate{p: p, xip: xip}, xip, drained)
+	r.advance(ctx, pending, wmCandidate{p: p + 1, xip: xip}, xip, drained)
 	return len(batch), drained, nil
 }
 

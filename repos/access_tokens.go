@@ -179,7 +179,7 @@ func (a *AccessTokens) LookupToken(ctx context.Context, raw string, opts ...rout
 	}
 	h := HashToken(raw)
 	if cs := a.c.caches; cs != nil {
-		o, found, err := cachedGet(ctx, cs.token, cons, string(h[:]), loadOwner(a.c, h))
+		o, found, err := cachedGet(ctx, cs, cs.token, cons, string(h[:]), loadOwner(a.c, h))
 		if err != nil {
 			return TokenOwner{}, err
 		}

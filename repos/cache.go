@@ -92,13 +92,15 @@ type caches struct {
 	joined     *cache.Entity[stamped[bool]]
 	maxMembers int
 	maxDevices int
+	noReadPos  bool
 }
 
 func newCaches(cfg Config) (*caches, error) {
 	if cfg.Cache == nil {
 		return nil, nil
 	}
-	cs := &caches{c: cfg.Cache, maxMembers: cfg.CacheMaxMembers, maxDevices: cfg.CacheMaxDevices}
+	cs := &caches{c: cfg.Cache, maxMembers: cfg.CacheMaxMembers, maxDevices: cfg.CacheMaxDevices,
+		noReadPos: cfg.CacheNoReadPositions}
 	switch {
 	case cs.maxMembers < 0:
 		return nil, invalid("cache_max_members", "negative")
@@ -173,15 +175,21 @@ type stampedLoad[T any] func(ctx context.Context, cons router.Consistency) (v T,
 //     from the durable outbox, and expire after the cache TTL.
 //   - A token minted on another timeline than the entry's reads through.
 //   - Every result's upper bound is merged into the ctx's session, so later
-//     reads in the session (cached or not) never return older data.
-func cachedGet[T any](ctx context.Context, e *cache.Entity[stamped[T]], cons router.Consistency, id string, load stampedLoad[T]) (T, bool, error) {
+//     reads in the session (cached or not) never return older data (unless
+//     Config.CacheNoReadPositions).
+func cachedGet[T any](ctx context.Context, cs *caches, e *cache.Entity[stamped[T]], cons router.Consistency, id string, load stampedLoad[T]) (T, bool, error) {
+	record := func(upper router.LSN, tl uint32) {
+		if !cs.noReadPos {
+			router.MergeSession(ctx, router.Token{LSN: upper, Timeline: tl})
+		}
+	}
 	direct := func() (T, bool, error) {
 		v, found, info, upper, err := load(ctx, cons)
 		if err != nil {
 			var zero T
 			return zero, false, err
 		}
-		router.MergeSession(ctx, router.Token{LSN: upper, Timeline: info.Timeline})
+		record(upper, info.Timeline)
 		return v, found, nil
 	}
 	if cons.Level == router.LevelStrong {
@@ -202,7 +210,7 @@ func cachedGet[T any](ctx context.Context, e *cache.Entity[stamped[T]], cons rou
 	if tok.Timeline != 0 && sv.tl != tok.Timeline {
 		return direct()
 	}
-	router.MergeSession(ctx, router.Token{LSN: sv.upper, Timeline: sv.tl})
+	record(sv.upper, sv.tl)
 	return sv.v, info.Found, nil
 }
 

@@ -348,6 +348,15 @@ func TestCachedReadsAdvanceTheSession(t *testing.T) {
 	if router.SessionToken(ctx).IsZero() {
 		t.Fatal("the read left the session token empty")
 	}
+
+	g := newCachedRepos(t, func(c *repos.Config) { c.CacheNoReadPositions = true })
+	ctx = router.WithSession(context.Background(), router.Token{})
+	if _, err := g.Users.GetUser(ctx, alice); err != nil {
+		t.Fatal(err)
+	}
+	if tok := router.SessionToken(ctx); !tok.IsZero() {
+		t.Fatalf("with CacheNoReadPositions the read recorded %v in the session", tok)
+	}
 }
 
 func TestInvalidateCachedArguments(t *testing.T) {

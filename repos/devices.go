@@ -243,7 +243,7 @@ func (d *Devices) ListDevices(ctx context.Context, req DevicePageRequest) (Page[
 		return Page[Device]{}, err
 	}
 	if cs := d.c.caches; cs != nil {
-		l, live, err := cachedGet(ctx, cs.devices, req.Consistency, req.UserID, loadDevices(d.c, req.UserID, cs.maxDevices))
+		l, live, err := cachedGet(ctx, cs, cs.devices, req.Consistency, req.UserID, loadDevices(d.c, req.UserID, cs.maxDevices))
 		if err != nil {
 			return Page[Device]{}, err
 		}

@@ -236,7 +236,7 @@ func (r *Repos) warmUser(ctx context.Context, userID string) error {
 		if len(h) != 32 {
 			continue
 		}
-		if _, _, err := cachedGet(ctx, cs.token, router.Consistency{}, string(h), loadOwner(c, [32]byte(h))); err != nil {
+		if _, _, err := cachedGet(ctx, cs, cs.token, router.Consistency{}, string(h), loadOwner(c, [32]byte(h))); err != nil {
 			return err
 		}
 	}

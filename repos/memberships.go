@@ -447,7 +447,7 @@ func (ms *Memberships) IsJoined(ctx context.Context, roomID, userID string, opts
 		return false, err
 	}
 	if cs := ms.c.caches; cs != nil {
-		v, _, err := cachedGet(ctx, cs.joined, cons, joinedKey(roomID, userID), loadJoined(ms.c, roomID, userID))
+		v, _, err := cachedGet(ctx, cs, cs.joined, cons, joinedKey(roomID, userID), loadJoined(ms.c, roomID, userID))
 		return v, err
 	}
 	v, _, err := ms.fetchIsJoined(ctx, cons, roomID, userID)
@@ -512,7 +512,7 @@ func (ms *Memberships) ListMembers(ctx context.Context, req MemberPageRequest) (
 		return Page[Membership]{}, err
 	}
 	if cs := ms.c.caches; cs != nil && state == Join {
-		l, live, err := cachedGet(ctx, cs.members, req.Consistency, req.RoomID, loadMembers(ms.c, req.RoomID, cs.maxMembers))
+		l, live, err := cachedGet(ctx, cs, cs.members, req.Consistency, req.RoomID, loadMembers(ms.c, req.RoomID, cs.maxMembers))
 		if err != nil {
 			return Page[Membership]{}, err
 		}

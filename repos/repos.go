@@ -98,6 +98,16 @@ type Config struct {
 	// CacheMaxDevices bounds cached device lists the same way. Default
 	// DefaultCacheMaxDevices (128).
 	CacheMaxDevices int
+	// CacheNoReadPositions stops cached reads from recording where they
+	// read in the ctx's session. Default false: every read through a cached
+	// path (Strong ones included) merges an upper bound of its snapshot into
+	// the session, so that no later read in the session, on any instance,
+	// returns older data (monotonic reads). The price: after a read that
+	// went to PostgreSQL, the session's next cached reads can use only
+	// entries filled after it, until the relay's watermark passes it
+	// (milliseconds) — a session issuing reads back to back misses more.
+	// With it set, sessions keep read-your-writes only.
+	CacheNoReadPositions bool
 }
 
 // Repos bundles every repository over one DB. All repositories are safe for

@@ -157,7 +157,7 @@ func (r *Rooms) GetRoom(ctx context.Context, roomID string, opts ...router.Consi
 		return Room{}, err
 	}
 	if cs := r.c.caches; cs != nil {
-		v, found, err := cachedGet(ctx, cs.room, cons, roomID, loadRoom(r.c, roomID))
+		v, found, err := cachedGet(ctx, cs, cs.room, cons, roomID, loadRoom(r.c, roomID))
 		if err == nil && !found {
 			err = notFound("rooms.get")
 		}

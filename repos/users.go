@@ -155,7 +155,7 @@ func (u *Users) GetUser(ctx context.Context, userID string, opts ...router.Consi
 		return User{}, err
 	}
 	if cs := u.c.caches; cs != nil {
-		v, found, err := cachedGet(ctx, cs.user, cons, userID, loadUser(u.c, userID))
+		v, found, err := cachedGet(ctx, cs, cs.user, cons, userID, loadUser(u.c, userID))
 		if err == nil && !found {
 			err = notFound("users.get")
 		}
