@@ -60,12 +60,52 @@
 // (except DeleteAlias and RevokeToken: a deleted alias is free for reuse, a
 // revoked token is a logout).
 //
-// # Caching seam
+// # Caching
 //
-// Every read goes through one internal function that reports where it ran
-// (router.ReadInfo, including the WAL position it covers), and the hot
-// reads (token lookup, user, device list, room, IsJoined, member pages,
-// timeline pages) through one per-entity fetch function each, so a cache
-// can wrap them without changing any public signature. Every write reports
-// the entities it changed, with its commit token, to Config.AfterCommit.
+// With Config.Cache set (dal.Open does it when the DAL has Redis), the hot
+// reads are cache-aside: LookupToken (token hash → owner), GetUser,
+// ListDevices (a user's whole device list), GetRoom, ListJoinedMembers (a
+// room's whole joined list; ListMembers with Join) and IsJoined. Values use
+// compact Binary codecs; absent rows are cached as short-lived negative
+// entries. Lists are bounded: a user with more than CacheMaxDevices devices
+// or a room with more than CacheMaxMembers joined members is cached only as
+// "large" and its pages are read from PostgreSQL, so a 50 000-member room
+// never becomes one giant value rewritten on every join. Pages are cut from
+// a cached list by locating the cursor's row in it (the list is in the
+// database's order, so no collation is needed in Go); a cursor whose row
+// is gone reads the page from PostgreSQL.
+//
+// Consistency:
+//
+//   - Strong reads bypass the cache.
+//   - A cached entry serves a read only if it was read at a WAL position
+//     above the read's token (the session token merged with a
+//     ReadYourWrites token), or the token is below the relay's watermark
+//     (every write below it has been invalidated, so a current entry holds
+//     it); otherwise the read loads from PostgreSQL with the same
+//     requirement and offers the result to the cache, which stores it only
+//     if no invalidation at or above its position happened meanwhile (a
+//     Lua-checked marker per key).
+//   - Bounded-staleness reads (the default) take any current entry. Entries
+//     are invalidated right after each write commits (the fast path, this
+//     package) and again from the durable outbox (the relay, package dal),
+//     so an entry is older than the newest write only for the time between
+//     a commit and its invalidation: microseconds to milliseconds for hsdal's
+//     own writes, the relay's lag (a Health check and a metric) for writes
+//     made by plain SQL, and never more than the cache TTL (5 minutes by
+//     default) even if the relay stops.
+//   - Every read through a cached path records an upper bound of its
+//     snapshot in the ctx's session (router.MergeSession), so later reads in
+//     the session never return older data: monotonic reads across
+//     instances. Config.CacheNoReadPositions turns this off.
+//   - Token owners are cached with their expiry and checked against the
+//     clock at every use. Deactivating, deleting or restoring a user, and
+//     deleting, restoring or seeing a device, invalidates the lookups of
+//     all its tokens (found by a query on the primary after the commit);
+//     token creation takes share locks on the user and device rows so a
+//     concurrent deactivation cannot miss a token.
+//
+// Every write reports the entities it changed, with its commit token, to
+// Config.AfterCommit; InvalidateCached applies such changes (the relay's
+// path); WarmCache preloads users' entries.
 package repos
