@@ -186,10 +186,9 @@ func pruneOutbox(ctx context.Context, rt *router.Router, retention time.Duration
 		if ctx.Err() != nil {
 			return
 		}
-		cutoff := time.Now().Add(-retention).UnixMilli()
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		_, _ = rt.Write(wctx, func(ctx context.Context, tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, sqlOutboxPrune, cutoff)
+			_, err := tx.Exec(ctx, sqlOutboxPrune, retention.Milliseconds())
 			return err
 		})
 		cancel()

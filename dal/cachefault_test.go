@@ -216,3 +216,37 @@ func TestRedisKilledUnderLoadThenRestarted(t *testing.T) {
 		t.Fatal("unreachable")
 	}
 }
+
+// Where no relay runs, the outbox is pruned after the retention, and the
+// pruning leaves a flush row that makes a relay started later bump the
+// cache's epoch (the pruned rows' invalidations are lost).
+func TestOutboxPrunedWithoutRelay(t *testing.T) {
+	ctx := testCtx(t)
+	db := newCachedDB(t)
+	plain := db.open(t, func(c *dal.Config) {
+		c.RedisAddr = ""
+		c.Relay.Retention = 300 * time.Millisecond
+	})
+	if _, _, err := plain.Users.CreateUser(ctx, repos.NewUser{UserID: "@pruned:example.org"}); err != nil {
+		t.Fatal(err)
+	}
+	su := db.super(t)
+	if n := mustCount(t, su, `SELECT count(*) FROM cache_outbox WHERE kind <> 'flush'`); n == 0 {
+		t.Fatal("the write left no outbox row")
+	}
+	waitFor(t, 10*time.Second, "the outbox pruned to a flush row", func() bool {
+		return mustCount(t, su, `SELECT count(*) FROM cache_outbox WHERE kind <> 'flush'`) == 0 &&
+			mustCount(t, su, `SELECT count(*) FROM cache_outbox WHERE kind = 'flush'`) > 0
+	})
+	cached := db.open(t, nil)
+	waitActiveRelay(t, cached)
+	waitFor(t, 10*time.Second, "the relay to apply the flush", func() bool {
+		return stats(t, cached).EpochBumps > 0 && mustCount(t, su, `SELECT count(*) FROM cache_outbox`) == 0
+	})
+	if _, ok := plain.CacheStats(); ok {
+		t.Fatal("a DAL without Redis reports a cache")
+	}
+	if st := plain.RelayStatus(); st.Candidate {
+		t.Fatalf("a DAL without cache runs a relay: %+v", st)
+	}
+}

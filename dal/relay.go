@@ -82,11 +82,12 @@ ORDER BY o.id`
 
 const sqlRelayDelete = `DELETE FROM cache_outbox WHERE id = ANY($1)`
 
-// sqlOutboxPrune deletes rows older than $1 (ms) and, if any of them was a
+// sqlOutboxPrune deletes rows older than $1 ms (by the primary's clock, the
+// one that stamped them) and, if any of them was a
 // real change (not applied by any relay, or it would be gone), leaves a
 // flush row so that the relay gives the cache a new epoch.
 const sqlOutboxPrune = `
-WITH d AS (DELETE FROM cache_outbox WHERE created_ts < $1 RETURNING kind)
+WITH d AS (DELETE FROM cache_outbox WHERE created_ts < hsdal_now_ms() - $1 RETURNING kind)
 INSERT INTO cache_outbox (kind) SELECT 'flush' WHERE EXISTS (SELECT 1 FROM d WHERE kind <> 'flush')`
 
 // sqlRelayLag is the age of the oldest outbox row, by the primary's clock.
@@ -261,10 +262,14 @@ func (r *relay) session(ctx context.Context) error {
 		return err
 	}
 	r.leader.Store(true)
+	// Positions of this session only: after a failover the new timeline's
+	// positions do not compare with the old one's.
+	r.wm.Store(0)
 	r.log.Info("relay active", "node", name)
 	var (
 		pending   []wmCandidate
 		lastPrune time.Time
+		failing   bool
 	)
 	for {
 		n, drained, err := r.step(ctx, conn, &pending)
@@ -272,15 +277,21 @@ func (r *relay) session(ctx context.Context) error {
 			if conn.IsClosed() || ctx.Err() != nil || isConnErr(err) {
 				return err
 			}
-			r.log.Warn("relay step failed; rows kept for retry", "err", err)
+			if !failing {
+				r.log.Warn("relay step failed; rows kept and retried", "err", err)
+				failing = true
+			}
 			if err := r.wait(ctx, conn, r.cfg.RetryBackoff, false); err != nil {
 				return err
 			}
 			continue
 		}
+		if failing {
+			r.log.Info("relay steps succeed again")
+			failing = false
+		}
 		if prune := r.cfg.Retention / 4; time.Since(lastPrune) > prune {
-			cutoff := r.now().Add(-r.cfg.Retention).UnixMilli()
-			if _, err := conn.Exec(ctx, sqlOutboxPrune, cutoff); err != nil {
+			if _, err := conn.Exec(ctx, sqlOutboxPrune, r.cfg.Retention.Milliseconds()); err != nil {
 				return err
 			}
 			lastPrune = time.Now()

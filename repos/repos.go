@@ -30,6 +30,11 @@ type DB interface {
 
 var _ DB = (*router.Router)(nil)
 
+// fastPathTimeout bounds the invalidation after a commit (the token lookups
+// it may need on the primary, and Redis, whose own operations are bounded
+// by the cache's OpTimeout).
+const fastPathTimeout = 2 * time.Second
+
 // Defaults applied to a zero Config.
 const (
 	// DefaultPageSize is the page size used when a request's Limit is 0.
@@ -302,8 +307,12 @@ func write(ctx context.Context, c *core, op string, fn func(ctx context.Context,
 	if c.caches != nil && len(changes) > 0 {
 		// Fast path. A failure is not the write's: the cache stops using
 		// Redis until it recovers, and the relay applies the outbox rows
-		// this transaction wrote.
-		_ = c.invalidate(ctx, nil, tok.LSN, changes)
+		// this transaction wrote. Detached from the caller's cancellation:
+		// a client hanging up right after its write must not count as a
+		// dropped invalidation (which costs the cache an epoch).
+		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fastPathTimeout)
+		_ = c.invalidate(ictx, nil, tok.LSN, changes)
+		cancel()
 	}
 	if c.afterCommit != nil && len(changes) > 0 {
 		c.afterCommit(ctx, tok, changes)
