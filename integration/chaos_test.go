@@ -117,8 +117,8 @@ func TestChaos(t *testing.T) {
 	var faults integration.FaultConfig
 	if !p.long {
 		// Dense enough that every fault kind shows up in 30 s.
-		faults.MinGap, faults.MaxGap = 500*time.Millisecond, 2*time.Second
-		faults.MinHold, faults.MaxHold = time.Second, 3*time.Second
+		faults.MinGap, faults.MaxGap = 300*time.Millisecond, 1500*time.Millisecond
+		faults.MinHold, faults.MaxHold = 500*time.Millisecond, 2500*time.Millisecond
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.duration+10*time.Minute)
 	defer cancel()
