@@ -45,7 +45,7 @@ func (d *DAL) openCache(cfg Config, rc router.Config) error {
 		}
 		return fmt.Errorf("%w: cache: %v", ErrConfig, err)
 	}
-	d.cache, d.redis = c, client
+	d.cache, d.redis, d.sourceLag = c, client, cc.MaxSourceLag
 	return nil
 }
 
@@ -104,6 +104,10 @@ func (s relayLagSource) RelayLag(ctx context.Context) (time.Duration, error) {
 	return time.Duration(ms) * time.Millisecond, nil
 }
 
+// timelineInterval is how often the timeline watch looks at the router's
+// view (which the prober refreshes every ProbeInterval).
+const timelineInterval = 100 * time.Millisecond
+
 // startBackground starts what runs behind the DAL: with a cache, the relay
 // candidate, the timeline watch and the warm-up; without one, the outbox
 // pruner.
@@ -131,7 +135,9 @@ func (d *DAL) startBackground(cfg Config, rc router.Config) error {
 		d.relay = r
 		r.start()
 	}
-	d.bg.Go(func() { watchTimeline(ctx, d.router, d.cache, log) })
+	d.bg.Go(func() {
+		watchTimeline(ctx, timelineInterval, func() uint32 { return d.router.Status().Timeline }, d.cache.BumpEpoch, log)
+	})
 	if w := cfg.Warmup.withDefaults(); w.Users > 0 {
 		d.bg.Go(func() { d.warmup(ctx, w, log) })
 	}
@@ -151,27 +157,28 @@ func (d *DAL) stopBackground() {
 // watchTimeline gives the cache a new epoch whenever the primary's timeline
 // changes (a failover): writes acknowledged on the old timeline may be lost
 // (asynchronous replication), so entries read there may hold data that no
-// longer exists, and positions of the two timelines do not compare.
-func watchTimeline(ctx context.Context, rt *router.Router, c *cache.Cache, log *slog.Logger) {
-	const interval = 250 * time.Millisecond
-	last := rt.Status().Timeline
-	bumpPending := false
+// longer exists, and positions of the two timelines do not compare. timeline
+// reports the router's current view (0: unknown); a failed bump is retried
+// every interval until it succeeds.
+func watchTimeline(ctx context.Context, interval time.Duration, timeline func() uint32, bump func(context.Context) error, log *slog.Logger) {
+	last := timeline()
+	pending := false
 	for {
 		sleep(ctx, interval)
 		if ctx.Err() != nil {
 			return
 		}
-		tl := rt.Status().Timeline
+		tl := timeline()
 		if tl != 0 && last != 0 && tl != last {
 			log.Warn("primary timeline changed; cache epoch bumped", "from", last, "to", tl)
-			bumpPending = true
+			pending = true
 		}
 		if tl != 0 {
 			last = tl
 		}
-		if bumpPending {
+		if pending {
 			bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			bumpPending = c.BumpEpoch(bctx) != nil // retried until it succeeds
+			pending = bump(bctx) != nil
 			cancel()
 		}
 	}

@@ -349,3 +349,39 @@ func TestHealthReportsRedisAndRelay(t *testing.T) {
 		t.Fatalf("checks %+v: want relay and redis", rep.Checks)
 	}
 }
+
+func TestWarmupLoadsRecentlyActiveUsers(t *testing.T) {
+	ctx := testCtx(t)
+	db := newCachedDB(t)
+	var tick atomic.Int64 // every timestamp a second after the previous one
+	start := time.Now()
+	plain := db.open(t, func(c *dal.Config) {
+		c.RedisAddr = ""
+		c.Repos.Now = func() time.Time { return start.Add(time.Duration(tick.Add(1)) * time.Second) }
+	})
+	var users []string
+	for i := range 5 {
+		u := fmt.Sprintf("@active%d:example.org", i)
+		users = append(users, u)
+		if _, _, err := plain.Users.CreateUser(ctx, repos.NewUser{UserID: u}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := plain.Devices.UpsertDevice(ctx, repos.NewDevice{UserID: u, DeviceID: "D", IP: "10.0.0.1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cluster.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d := db.open(t, func(c *dal.Config) { c.Warmup = dal.WarmupConfig{Users: 3} })
+	waitFor(t, 15*time.Second, "the warm-up to fill 3 profiles and 3 device lists", func() bool {
+		return stats(t, d).Fills >= 6
+	})
+	hits := stats(t, d).RedisHits
+	if _, err := d.Users.GetUser(ctx, users[4]); err != nil { // the most recently seen
+		t.Fatal(err)
+	}
+	if stats(t, d).RedisHits == hits {
+		t.Fatal("the most recently active user's profile was not warmed up")
+	}
+}

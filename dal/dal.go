@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -142,6 +143,7 @@ type DAL struct {
 	cache     *cache.Cache          // nil without Redis
 	redis     redis.UniversalClient // the cache's client
 	ownsRedis bool                  // opened from RedisAddr: closed by Close
+	sourceLag time.Duration         // the cache's MaxSourceLag (its epochs' grace period)
 	relay     *relay                // nil without a cache or with Relay.Disabled
 	bgStop    context.CancelFunc    // stops the background goroutines below
 	bg        sync.WaitGroup        // timeline watch, warm-up, outbox pruner

@@ -475,17 +475,37 @@ func (r *relay) advance(ctx context.Context, pending *[]wmCandidate, c wmCandida
 	if !drained {
 		return
 	}
-	*pending = append(*pending, c)
-	if len(*pending) > maxCandidates {
-		*pending = (*pending)[len(*pending)-maxCandidates:]
+	var released router.LSN
+	*pending, released = releaseCandidates(*pending, c, running)
+	w := max(router.LSN(r.wm.Load()), released)
+	if w == 0 || uint64(w) == r.wm.Load() && time.Since(r.lastPub) < time.Second {
+		return
+	}
+	if err := r.cache.SetWatermark(ctx, uint64(w)); err != nil {
+		return // retried at the next step
+	}
+	r.wm.Store(uint64(w))
+	r.lastPub = time.Now()
+}
+
+// releaseCandidates adds c to the pending watermark candidates and releases
+// every candidate none of whose in-progress transactions is still running
+// (running: the xip list of a snapshot taken by a step that read the outbox
+// to its end, after the candidate's). It returns the candidates kept and the
+// highest released position (0: none). At most maxCandidates are kept, the
+// newest.
+func releaseCandidates(pending []wmCandidate, c wmCandidate, running []uint64) ([]wmCandidate, router.LSN) {
+	pending = append(pending, c)
+	if len(pending) > maxCandidates {
+		pending = pending[len(pending)-maxCandidates:]
 	}
 	isRunning := make(map[uint64]struct{}, len(running))
 	for _, x := range running {
 		isRunning[x] = struct{}{}
 	}
-	w := router.LSN(r.wm.Load())
-	keep := (*pending)[:0]
-	for _, cand := range *pending {
+	var w router.LSN
+	keep := pending[:0]
+	for _, cand := range pending {
 		blocked := false
 		for _, x := range cand.xip {
 			if _, ok := isRunning[x]; ok {
@@ -499,15 +519,7 @@ func (r *relay) advance(ctx context.Context, pending *[]wmCandidate, c wmCandida
 		}
 		w = max(w, cand.p)
 	}
-	*pending = keep
-	if w == 0 || uint64(w) == r.wm.Load() && time.Since(r.lastPub) < time.Second {
-		return
-	}
-	if err := r.cache.SetWatermark(ctx, uint64(w)); err != nil {
-		return // retried at the next step
-	}
-	r.wm.Store(uint64(w))
-	r.lastPub = time.Now()
+	return keep, w
 }
 
 // parseSnapshotXIP returns the in-progress transaction IDs of a

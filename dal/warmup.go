@@ -34,8 +34,17 @@ func (d *DAL) warmup(ctx context.Context, w WarmupConfig, log *slog.Logger) {
 		users, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		return err
 	})
-	if err == nil {
+	for err == nil {
+		young := d.cache.Stats().FillsYoungEpoch
 		err = d.Repos.WarmCache(ctx, users)
+		if err != nil || d.cache.Stats().FillsYoungEpoch == young {
+			break
+		}
+		// Some epochs of the key space are younger than the cache's grace
+		// period (a fresh Redis or prefix): they take no fills yet. Wait it
+		// out and load again (within the timeout).
+		sleep(ctx, d.sourceLag)
+		err = ctx.Err()
 	}
 	if err != nil {
 		log.Debug("cache warm-up stopped", "users", len(users), "err", err)
