@@ -1,6 +1,7 @@
 package dal_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/hsdal/hsdal/cache"
 	"github.com/hsdal/hsdal/dal"
@@ -384,4 +387,67 @@ func TestWarmupLoadsRecentlyActiveUsers(t *testing.T) {
 	if stats(t, d).RedisHits == hits {
 		t.Fatal("the most recently active user's profile was not warmed up")
 	}
+}
+
+// The cache and relay metrics reach the configured MeterProvider.
+func TestCacheMetrics(t *testing.T) {
+	ctx := testCtx(t)
+	db := newCachedDB(t)
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	d := db.open(t, func(c *dal.Config) {
+		c.Router.MeterProvider = mp
+		c.Cache.L1.Enabled = true
+	})
+	waitActiveRelay(t, d)
+	waitFillable(t, d)
+	const alice = "@alice:example.org"
+	if _, _, err := d.Users.CreateUser(ctx, repos.NewUser{UserID: alice}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := d.Users.GetUser(ctx, alice); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]bool{
+		"hsdal.cache.lookups":          false, // hits and misses, by tier
+		"hsdal.cache.fills":            false, // incl. rejected_stale
+		"hsdal.cache.l1.hit_ratio":     false,
+		"hsdal.cache.breaker.state":    false,
+		"hsdal.cache.invalidation.lag": false, // commit (outbox row) → invalidated by the relay
+		"hsdal.cache.relay.lag":        false,
+		"hsdal.cache.relay.leader":     false,
+		"hsdal.cache.relay.rows":       false,
+		"hsdal.cache.relay.watermark":  false,
+		"hsdal.cache.invalidations":    false,
+		"hsdal.router.queries":         false,
+		"hsdal.cache.l1.entries":       false,
+		"hsdal.cache.loads":            false,
+		"hsdal.cache.epoch_bumps":      true, // only after an epoch bump
+		"hsdal.cache.l1.flushes":       true, // only after a flush
+	}
+	waitFor(t, 10*time.Second, "every metric reported", func() bool {
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(ctx, &rm); err != nil {
+			t.Fatal(err)
+		}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				if _, ok := want[m.Name]; ok {
+					want[m.Name] = true
+				}
+			}
+		}
+		for _, seen := range want {
+			if !seen {
+				return false
+			}
+		}
+		return true
+	})
 }
