@@ -349,8 +349,9 @@ func isConnErr(err error) bool {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		// Admin shutdown, crash shutdown, cannot connect now: the session
-		// is gone.
-		return pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+		// is gone. Read-only transaction: the node is no longer the
+		// primary; reconnect to the one the router finds.
+		return pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" || pe.Code == "25006"
 	}
 	var ne net.Error
 	return errors.As(err, &ne) || pgconn.SafeToRetry(err)
