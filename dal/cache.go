@@ -38,6 +38,13 @@ func (d *DAL) openCache(cfg Config, rc router.Config) error {
 	if cc.MaxSourceLag == 0 {
 		cc.MaxSourceLag = maxSourceLag(rc.DefaultMaxStaleness)
 	}
+	if need := sourceLagBound(rc); cc.MaxSourceLag < need && len(rc.ReplicaDSNs) > 0 {
+		if d.ownsRedis {
+			_ = client.Close()
+		}
+		return fmt.Errorf("%w: Cache.MaxSourceLag %v is below what a replica read may lag (%v: the router's "+
+			"DefaultMaxStaleness plus two probe intervals); leave it 0 for the default", ErrConfig, cc.MaxSourceLag, need)
+	}
 	c, err := cache.New(client, cc)
 	if err != nil {
 		if d.ownsRedis {
@@ -58,6 +65,23 @@ func maxSourceLag(staleness time.Duration) time.Duration {
 		staleness = time.Second // the router's default bound
 	}
 	return max(staleness+time.Second, cache.DefaultMaxSourceLag)
+}
+
+// sourceLagBound is the most a cached read's source may lag behind the
+// primary when there are replicas: the router's default staleness bound,
+// which it enforces from probe samples up to two probe intervals old.
+// (Explicit BoundedStaleness reads with larger bounds are the caller's
+// choice of staleness.) Without replicas every read is on the primary and
+// any grace, even none, is safe.
+func sourceLagBound(rc router.Config) time.Duration {
+	st, probe := rc.DefaultMaxStaleness, rc.ProbeInterval
+	if st <= 0 {
+		st = time.Second // router defaults
+	}
+	if probe <= 0 {
+		probe = 100 * time.Millisecond
+	}
+	return st + 2*probe
 }
 
 func (d *DAL) closeCache() {

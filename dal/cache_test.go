@@ -451,3 +451,25 @@ func TestCacheMetrics(t *testing.T) {
 		return true
 	})
 }
+
+func TestCacheConfigChecks(t *testing.T) {
+	db := newCachedDB(t)
+	for _, tc := range []struct {
+		name string
+		tune func(*dal.Config)
+	}{
+		{"grace shorter than replica staleness", func(c *dal.Config) { c.Cache.MaxSourceLag = 100 * time.Millisecond }},
+		{"no grace with replicas", func(c *dal.Config) { c.Cache.MaxSourceLag = -1 }},
+		{"bad prefix", func(c *dal.Config) { c.Cache.Prefix = "a{b}" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := dal.Open(testCtx(t), db.config(tc.tune))
+			if err == nil {
+				d.Close()
+			}
+			if !errors.Is(err, dal.ErrConfig) {
+				t.Fatalf("Open = %v, want ErrConfig", err)
+			}
+		})
+	}
+}

@@ -74,8 +74,12 @@ type Config struct {
 	// Zero fields mean the cache package's defaults, except MeterProvider
 	// (default Router.MeterProvider), Logger (default Router.Logger) and
 	// MaxSourceLag (default: the router's DefaultMaxStaleness plus 1s, at
-	// least cache.DefaultMaxSourceLag). Every instance sharing a database
-	// must use the same Prefix: one relay invalidates one key space.
+	// least cache.DefaultMaxSourceLag; with replicas, a value smaller than
+	// the staleness bound plus two probe intervals is refused with
+	// ErrConfig: the epoch grace must outlast the lag of any replica a
+	// cached read may load from). Every
+	// instance sharing a database must use the same Prefix: one relay
+	// invalidates one key space.
 	Cache cache.Config
 	// Relay tunes the durable invalidation relay (used only with a cache).
 	Relay RelayConfig
