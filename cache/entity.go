@@ -197,6 +197,16 @@ type result[V any] struct {
 // ctx's error while waiting for a shared load, or ErrLoaderPanicked when a
 // shared load panicked.
 func (e *Entity[V]) Get(ctx context.Context, id string, token uint64, load Loader[V]) (V, Info, error) {
+	return e.GetShared(ctx, id, token, "", load)
+}
+
+// GetShared is Get where a load is shared only among concurrent callers
+// passing the same group. Callers whose loaders make different promises —
+// e.g. reads with different staleness bounds, where a load that satisfied a
+// loose bound (a lagging replica) must not be handed to a caller with a
+// tight one — pass different groups. Redis entries are shared regardless:
+// they are kept current by invalidation, not by the loader's promise.
+func (e *Entity[V]) GetShared(ctx context.Context, id string, token uint64, group string, load Loader[V]) (V, Info, error) {
 	k := l1Key{e.kind, id}
 	if e.l1 != nil {
 		if h, ok := e.l1.get(k, token, e.c.epochOf); ok {
@@ -211,7 +221,11 @@ func (e *Entity[V]) Get(ctx context.Context, id string, token uint64, load Loade
 		}
 	}
 	fetch := func(ctx context.Context) (result[V], error) { return e.fetch(ctx, k, token, load) }
-	r, shared, err := e.flight.do(ctx, id, &e.c.ctr.waiting, fetch)
+	fkey := id
+	if group != "" {
+		fkey = group + "\x00" + id
+	}
+	r, shared, err := e.flight.do(ctx, fkey, &e.c.ctr.waiting, fetch)
 	if shared {
 		switch {
 		case err == nil && (covers(r.info.Pos, token) || r.info.Source != SourceLoader && token < r.wm):

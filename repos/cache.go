@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 
@@ -196,7 +197,10 @@ func cachedGet[T any](ctx context.Context, cs *caches, e *cache.Entity[stamped[T
 		return direct()
 	}
 	tok := cacheToken(ctx, cons)
-	sv, info, err := e.Get(ctx, id, uint64(tok.LSN), func(ctx context.Context) (stamped[T], uint64, bool, error) {
+	// Concurrent loads are shared only among reads with the same bound: a
+	// load that a loose bound let a lagging replica answer must not reach a
+	// read with a tighter one. (Tokens are checked by the cache itself.)
+	sv, info, err := e.GetShared(ctx, id, uint64(tok.LSN), flightGroup(cons), func(ctx context.Context) (stamped[T], uint64, bool, error) {
 		v, found, ri, upper, err := load(ctx, cons)
 		if err != nil {
 			return stamped[T]{}, 0, false, err
@@ -470,4 +474,19 @@ func decodeMemberList(r *cache.Reader) memberList {
 		m.UpdatedTS = r.Varint()
 	}
 	return l
+}
+
+// flightGroup names the staleness promise a cached loader makes for cons, so
+// that only reads with the same promise share a load.
+func flightGroup(cons router.Consistency) string {
+	switch cons.Level {
+	case router.LevelBoundedStaleness:
+		if cons.MaxStaleness > 0 {
+			return "b" + strconv.FormatInt(int64(cons.MaxStaleness), 10)
+		}
+	case router.LevelReadYourWrites:
+		// The token is checked by the cache; the staleness bound is the
+		// router's default.
+	}
+	return ""
 }
