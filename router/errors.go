@@ -93,6 +93,7 @@ func classify(err error, standby bool) errClass {
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed),
 		errors.Is(err, puddle.ErrClosedPool),
+		errors.Is(err, pgconn.ErrConnClosed), // a pooled connection the server already closed
 		pgconn.Timeout(err):
 		return classConn
 	}

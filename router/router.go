@@ -263,6 +263,11 @@ func (r *Router) publish(n *node, res probeResult, perr error) {
 	switch {
 	case prev.reachable && !st.reachable:
 		r.log.Warn("router: node unreachable", "node", n.name, "was_standby", prev.standby, "err", st.err)
+		// Its pooled connections are dead or about to be: drop them so a
+		// restarted node is not served stale connections for a while.
+		if n.pool != nil && !r.closed.Load() {
+			n.pool.Reset()
+		}
 	case !prev.reachable && st.reachable && !prev.probedAt.IsZero():
 		r.log.Info("router: node reachable", "node", n.name, "standby", st.standby, "timeline", st.timeline)
 	case prev.reachable && st.reachable && prev.standby != st.standby:

@@ -115,16 +115,34 @@ func (r *Router) write(ctx context.Context, d decision, fn func(context.Context,
 			r.reprobe() // primary dead or demoted: find the new one now
 		}
 	}()
-	conn, err := r.acquire(ctx, n)
-	if err != nil {
-		if cls = classify(err, false); cls == classConn {
-			return Token{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	var (
+		conn *pgxpool.Conn
+		pc   *pgx.Conn
+		tx   pgx.Tx
+	)
+	// A pooled connection may have died while idle (node restarted, backend
+	// terminated). BEGIN has no effect of its own and a connection that
+	// failed it is gone, so when BEGIN fails for a connectivity reason one
+	// more try on a fresh connection is not a blind retry: fn has not run.
+	for attempt := 0; ; attempt++ {
+		conn, err = r.acquire(ctx, n)
+		if err != nil {
+			if cls = classify(err, false); cls == classConn {
+				return Token{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
+			return Token{}, err
 		}
-		return Token{}, err
+		pc = conn.Conn()
+		tx, err = pc.BeginTx(ctx, writeTxOptions)
+		if err == nil || attempt > 0 || classify(err, false) != classConn || ctx.Err() != nil {
+			break
+		}
+		// Idle connections that died together (terminated, node restarted)
+		// are likely all dead: drop them so the retry dials afresh.
+		conn.Release()
+		n.pool.Reset()
 	}
 	defer conn.Release()
-	pc := conn.Conn()
-	tx, err := pc.BeginTx(ctx, writeTxOptions)
 	if err != nil {
 		// A standby refuses READ WRITE (0A000) or any write (25006).
 		var pgErr *pgconn.PgError
