@@ -154,6 +154,19 @@ func (r *Router) read(ctx context.Context, c Consistency, fn func(context.Contex
 			continue
 		}
 		attempts++
+		if d.primary && cls == classConn && attempts == 1 && ctx.Err() == nil {
+			// The primary's connection died (backend terminated, node
+			// restarted while the pool held idle connections): reads are
+			// idempotent, so try once more on fresh connections there.
+			d.n.pool.Reset()
+			if !r.budget.withdraw() {
+				r.tel.retryDenied(ctx)
+				break
+			}
+			r.tel.retry(ctx, cls)
+			lastErr = err
+			continue
+		}
 		if cls != classConn && cls != classConflict || ctx.Err() != nil || d.primary || attempts >= 3 {
 			break
 		}

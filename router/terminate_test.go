@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/hsdal/hsdal/router"
 )
 
 // A write whose pooled connection was terminated while idle (an operator's
@@ -38,6 +40,38 @@ func TestWriteSurvivesTerminatedIdleConnections(t *testing.T) {
 			return err
 		}); err != nil {
 			t.Fatalf("write %d after %d idle connections were terminated: %v", i, killed, err)
+		}
+	}
+}
+
+// A Strong read whose pooled primary connection was terminated while idle is
+// retried on a fresh connection instead of failing.
+func TestStrongReadSurvivesTerminatedIdleConnections(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r := mustRouter(t, configFor(t, cluster))
+	read := func() error {
+		_, err := r.Read(ctx, router.Strong(), func(ctx context.Context, q router.Querier) error {
+			var one int
+			return q.QueryRow(ctx, "SELECT 1").Scan(&one)
+		})
+		return err
+	}
+	if err := read(); err != nil {
+		t.Fatal(err)
+	}
+	super, err := pgx.Connect(ctx, cluster.Primary().SuperDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(ctx)
+	if _, err := super.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE usename = 'hsdal' AND backend_type = 'client backend' AND state = 'idle'`); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := read(); err != nil {
+			t.Fatalf("strong read %d after idle connections were terminated: %v", i, err)
 		}
 	}
 }
