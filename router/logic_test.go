@@ -502,3 +502,29 @@ func TestSessions(t *testing.T) {
 		t.Fatalf("no session: %+v", got)
 	}
 }
+
+// With every replica idle, reads stay on one replica instead of alternating
+// at random (which wakes a cold backend on each read); load moves them on.
+func TestIdleReplicasTieGoesToOneReplica(t *testing.T) {
+	clk := newFakeClock()
+	r, err := router.NewFakeRouter(router.Config{Now: clk.Now, Logger: quietLogger(t)}, "p", "a", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.FakeProbe("p", false, 1000, 1)
+	r.FakeProbe("a", true, 1000, 1)
+	r.FakeProbe("b", true, 1000, 1)
+	first, err := r.RouteFor(router.Consistency{}, router.Token{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 200 {
+		if got, _ := r.RouteFor(router.Consistency{}, router.Token{}); got.Node != first.Node {
+			t.Fatalf("idle replicas: picked %s after %s", got.Node, first.Node)
+		}
+	}
+	r.FakeInflight(first.Node, 1)
+	if got, _ := r.RouteFor(router.Consistency{}, router.Token{}); got.Node == first.Node {
+		t.Fatalf("one read in flight on %s, the idle replica must win", first.Node)
+	}
+}

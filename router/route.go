@@ -191,27 +191,28 @@ func replicaDecision(n *node, why reason, recheck bool) decision {
 }
 
 // pick chooses among candidates by the power of two choices on in-flight
-// requests: two distinct random candidates, the less busy one wins.
+// requests: two distinct random candidates, the less busy one wins. A tie
+// goes to the lower node index, not to chance: at low load (every node idle)
+// a random tie-break ping-pongs one caller between replicas, waking a cold
+// backend on each query — measured on a 2-core host at 17 µs p50 with one
+// replica vs 123 µs with two. Under load the in-flight counts differ and
+// spread the reads.
 func pick(c []*node) *node {
-	switch len(c) {
-	case 1:
-		return c[0]
-	case 2:
-		if rand.Uint32()&1 == 0 {
-			c[0], c[1] = c[1], c[0]
-		}
-		if c[1].inflight.Load() < c[0].inflight.Load() {
-			return c[1]
-		}
+	if len(c) == 1 {
 		return c[0]
 	}
-	i := rand.IntN(len(c))
-	j := rand.IntN(len(c) - 1)
-	if j >= i {
-		j++
+	a, b := c[0], c[1]
+	if len(c) > 2 {
+		i := rand.IntN(len(c))
+		j := rand.IntN(len(c) - 1)
+		if j >= i {
+			j++
+		}
+		a, b = c[i], c[j]
 	}
-	if c[j].inflight.Load() < c[i].inflight.Load() {
-		return c[j]
+	fa, fb := a.inflight.Load(), b.inflight.Load()
+	if fb < fa || fb == fa && b.idx < a.idx {
+		return b
 	}
-	return c[i]
+	return a
 }
