@@ -468,7 +468,9 @@ func TestNegativeEntries(t *testing.T) {
 	})
 	t.Run("NegativeValues", func(t *testing.T) {
 		ent := mustEntity(t, f.c, cache.EntityConfig[string]{Kind: "negval", NegativeValues: true})
-		load := func(context.Context) (string, uint64, bool, error) { return "absent since 7", f.db.current(), false, nil }
+		load := func(context.Context) (string, uint64, bool, error) {
+			return "absent since 7", f.db.current(), false, nil
+		}
 		for i, want := range []cache.Source{cache.SourceLoader, cache.SourceRedis} {
 			v, info, err := ent.Get(ctx, "x", 0, load)
 			if err != nil || info.Found || info.Source != want || v != "absent since 7" {

@@ -80,6 +80,13 @@ type EntityConfig[V any] struct {
 	NegativeValues bool
 	// NoL1 keeps this kind out of the in-process tier.
 	NoL1 bool
+	// ShareValues lets the in-process tier keep the decoded value and hand
+	// that same value to every Get it serves, instead of decoding the
+	// stored bytes on each hit (which for a long list costs far more than
+	// the lookup). Callers must then treat values as immutable: whatever a
+	// V refers to (slice elements, pointed-to fields, maps) is shared with
+	// the cache and with other callers.
+	ShareValues bool
 }
 
 // Entity is the typed cache-aside view of one entity kind. Safe for
@@ -92,6 +99,7 @@ type Entity[V any] struct {
 	maxBytes  int
 	noNeg     bool
 	negVals   bool
+	share     bool
 	l1        *l1
 	flight    flight[V]
 	attrs     entityAttrs
@@ -127,6 +135,7 @@ func NewEntity[V any](c *Cache, cfg EntityConfig[V]) (*Entity[V], error) {
 		maxBytes: c.cfg.MaxValueBytes,
 		noNeg:    cfg.NoNegative,
 		negVals:  cfg.NegativeValues,
+		share:    cfg.ShareValues,
 		attrs:    newEntityAttrs(cfg.Kind),
 	}
 	if cfg.TTL > 0 {
@@ -210,7 +219,7 @@ func (e *Entity[V]) GetShared(ctx context.Context, id string, token uint64, grou
 	k := l1Key{e.kind, id}
 	if e.l1 != nil {
 		if h, ok := e.l1.get(k, token, e.c.epochOf); ok {
-			if v, found, err := e.decode(h.payload, h.negative); err == nil {
+			if v, found, err := e.decodeHit(h); err == nil {
 				e.c.inst.lookups.Add(ctx, 1, e.attrs.l1Hit)
 				if !covers(h.pos, token) {
 					e.c.ctr.watermarkHits.Add(1)
@@ -240,6 +249,22 @@ func (e *Entity[V]) GetShared(ctx context.Context, id string, token uint64, grou
 		}
 	}
 	return r.v, r.info, err
+}
+
+// decodeHit returns an L1 hit's value: the shared decoded one if kept.
+func (e *Entity[V]) decodeHit(h l1Hit) (V, bool, error) {
+	if v, ok := h.value.(V); ok && e.share {
+		return v, !h.negative, nil
+	}
+	return e.decode(h.payload, h.negative)
+}
+
+// l1Value is what the L1 keeps of a value besides its bytes.
+func (e *Entity[V]) l1Value(v V) any {
+	if e.share {
+		return v
+	}
+	return nil
 }
 
 func (e *Entity[V]) decode(payload []byte, negative bool) (V, bool, error) {
@@ -293,7 +318,7 @@ func (e *Entity[V]) fetch(ctx context.Context, k l1Key, token uint64, load Loade
 			}
 			c.inst.lookups.Add(ctx, 1, e.attrs.redisHit)
 			if e.l1 != nil {
-				e.l1.put(k, sh, payload, h.pos, h.epoch, h.negative, snap)
+				e.l1.put(k, sh, payload, e.l1Value(v), h.pos, h.epoch, h.negative, snap)
 			}
 			return result[V]{v: v, info: Info{Found: found, Pos: h.pos, Source: SourceRedis}, wm: wm}, nil
 		}
@@ -441,7 +466,7 @@ func (e *Entity[V]) fill(ctx context.Context, useRedis bool, k l1Key, sh int, ek
 	case res == fillStored:
 		e.count(ctx, outStored)
 		if e.l1 != nil {
-			e.l1.put(k, sh, buf[hdrLen:], r.info.Pos, epoch, !r.info.Found, snap)
+			e.l1.put(k, sh, buf[hdrLen:], e.l1Value(r.v), r.info.Pos, epoch, !r.info.Found, snap)
 		}
 	case res == fillStale:
 		e.count(ctx, outStale)

@@ -44,6 +44,7 @@ type l1Key struct{ kind, id string }
 type l1Entry struct {
 	key        l1Key
 	payload    []byte
+	value      any // the decoded value, for entities that share values (nil otherwise)
 	pos, epoch uint64
 	shard      int
 	negative   bool
@@ -72,6 +73,7 @@ type l1Snap struct {
 // l1Hit is a copy of an entry's fields; payload is shared and immutable.
 type l1Hit struct {
 	payload  []byte
+	value    any
 	pos      uint64
 	negative bool
 }
@@ -116,7 +118,7 @@ func (l *l1) get(k l1Key, token uint64, epochOf func(shard int) uint64) (l1Hit, 
 		return l1Hit{}, false
 	}
 	l.moveFrontLocked(e)
-	h := l1Hit{payload: e.payload, pos: e.pos, negative: e.negative}
+	h := l1Hit{payload: e.payload, value: e.value, pos: e.pos, negative: e.negative}
 	l.mu.Unlock()
 	l.hits.Add(1)
 	return h, true
@@ -125,7 +127,7 @@ func (l *l1) get(k l1Key, token uint64, epochOf func(shard int) uint64) (l1Hit, 
 // put stores a value validated in Redis under s. It is dropped if the tier was
 // flushed or untrusted since s, if s is older than l1InsertWindow, if an
 // invalidation processed since covers pos, or if it does not fit.
-func (l *l1) put(k l1Key, shard int, payload []byte, pos, epoch uint64, negative bool, s l1Snap) {
+func (l *l1) put(k l1Key, shard int, payload []byte, value any, pos, epoch uint64, negative bool, s l1Snap) {
 	size := len(k.kind) + len(k.id) + len(payload) + l1EntryOverhead
 	if s.state&1 == 0 || size > l.cfg.MaxBytes {
 		return
@@ -148,7 +150,7 @@ func (l *l1) put(k l1Key, shard int, payload []byte, pos, epoch uint64, negative
 		}
 		l.removeLocked(old)
 	}
-	e := &l1Entry{key: k, payload: payload, pos: pos, epoch: epoch, shard: shard, negative: negative,
+	e := &l1Entry{key: k, payload: payload, value: value, pos: pos, epoch: epoch, shard: shard, negative: negative,
 		expires: now.Add(l.cfg.TTL), size: size}
 	l.entries[k] = e
 	l.bytes += size

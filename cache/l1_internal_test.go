@@ -70,7 +70,7 @@ func TestL1PutGetRules(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			l, clk := newTestL1(10, 1<<20)
 			s := tt.setup(l, clk)
-			l.put(k, 0, []byte("v"), tt.pos, 1, false, s)
+			l.put(k, 0, []byte("v"), nil, tt.pos, 1, false, s)
 			if _, ok := l.get(k, tt.token, epochOne); ok != tt.wantOK {
 				t.Fatalf("get ok = %v, want %v", ok, tt.wantOK)
 			}
@@ -81,7 +81,7 @@ func TestL1PutGetRules(t *testing.T) {
 func TestL1ServesNothingWhileUntrusted(t *testing.T) {
 	l, _ := newTestL1(10, 1<<20)
 	k := l1Key{"kind", "id"}
-	l.put(k, 0, []byte("v"), 10, 1, false, l.snap())
+	l.put(k, 0, []byte("v"), nil, 10, 1, false, l.snap())
 	l.setTrusted(false, "lost")
 	if _, ok := l.get(k, 0, epochOne); ok {
 		t.Fatal("served while untrusted")
@@ -95,11 +95,11 @@ func TestL1ServesNothingWhileUntrusted(t *testing.T) {
 func TestL1ExpiryAndEpoch(t *testing.T) {
 	l, clk := newTestL1(10, 1<<20)
 	k := l1Key{"kind", "id"}
-	l.put(k, 0, []byte("v"), 10, 1, false, l.snap())
+	l.put(k, 0, []byte("v"), nil, 10, 1, false, l.snap())
 	if _, ok := l.get(k, 0, func(int) uint64 { return 2 }); ok {
 		t.Fatal("entry of an older epoch served")
 	}
-	l.put(k, 0, []byte("v"), 10, 1, false, l.snap())
+	l.put(k, 0, []byte("v"), nil, 10, 1, false, l.snap())
 	clk.t = clk.t.Add(time.Second - time.Nanosecond)
 	if _, ok := l.get(k, 0, epochOne); !ok {
 		t.Fatal("entry expired early")
@@ -114,7 +114,7 @@ func TestL1Bounds(t *testing.T) {
 	t.Run("entries", func(t *testing.T) {
 		l, _ := newTestL1(3, 1<<20)
 		for i := range 5 {
-			l.put(l1Key{"k", strconv.Itoa(i)}, 0, []byte("v"), 10, 1, false, l.snap())
+			l.put(l1Key{"k", strconv.Itoa(i)}, 0, []byte("v"), nil, 10, 1, false, l.snap())
 		}
 		if n, _ := l.size(); n != 3 {
 			t.Fatalf("entries = %d, want 3", n)
@@ -126,7 +126,7 @@ func TestL1Bounds(t *testing.T) {
 			}
 		}
 		l.get(l1Key{"k", "2"}, 0, epochOne)
-		l.put(l1Key{"k", "5"}, 0, []byte("v"), 10, 1, false, l.snap())
+		l.put(l1Key{"k", "5"}, 0, []byte("v"), nil, 10, 1, false, l.snap())
 		if _, ok := l.get(l1Key{"k", "2"}, 0, epochOne); !ok {
 			t.Fatal("recently used entry evicted")
 		}
@@ -138,12 +138,12 @@ func TestL1Bounds(t *testing.T) {
 		per := len("k") + 1 + 100 + l1EntryOverhead
 		l, _ := newTestL1(100, 3*per)
 		for i := range 5 {
-			l.put(l1Key{"k", strconv.Itoa(i)}, 0, make([]byte, 100), 10, 1, false, l.snap())
+			l.put(l1Key{"k", strconv.Itoa(i)}, 0, make([]byte, 100), nil, 10, 1, false, l.snap())
 		}
 		if n, b := l.size(); n != 3 || b != 3*per {
 			t.Fatalf("size = %d entries, %d bytes; want 3, %d", n, b, 3*per)
 		}
-		l.put(l1Key{"k", "big"}, 0, make([]byte, 4*per), 10, 1, false, l.snap())
+		l.put(l1Key{"k", "big"}, 0, make([]byte, 4*per), nil, 10, 1, false, l.snap())
 		if _, ok := l.get(l1Key{"k", "big"}, 0, epochOne); ok {
 			t.Fatal("value larger than MaxBytes stored")
 		}

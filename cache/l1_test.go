@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -157,4 +158,33 @@ func TestL1UnusedWhileCutOff(t *testing.T) {
 		}
 		return info.Source != cache.SourceLoader
 	})
+}
+
+// With ShareValues, L1 hits return the decoded value kept at fill time
+// instead of decoding again; without it every hit gets its own copy.
+func TestL1SharedValues(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	cfg := cache.Config{Prefix: uniquePrefix(t), Now: clk.Now, MaxSourceLag: -1}
+	cfg.L1 = cache.L1Config{Enabled: true, HealthInterval: 100 * time.Millisecond}
+	c := mustCache(t, newClient(t, cluster.RedisAddr()), cfg)
+	eventually(t, "L1 subscription up", func() bool { return c.Stats().L1Trusted })
+	load := func(context.Context) ([]string, uint64, bool, error) { return []string{"a", "b"}, 10, true, nil }
+	for _, share := range []bool{true, false} {
+		e := mustEntity(t, c, cache.EntityConfig[[]string]{Kind: fmt.Sprintf("list%v", share), ShareValues: share})
+		if _, _, err := e.Get(ctx, "k", 0, load); err != nil {
+			t.Fatal(err)
+		}
+		var got [][]string
+		for range 2 {
+			v, info, err := e.Get(ctx, "k", 0, load)
+			if err != nil || info.Source != cache.SourceL1 || len(v) != 2 || v[1] != "b" {
+				t.Fatalf("share=%v: Get = %v %+v %v", share, v, info, err)
+			}
+			got = append(got, v)
+		}
+		if same := &got[0][0] == &got[1][0]; same != share {
+			t.Fatalf("share=%v: the two hits share memory: %v", share, same)
+		}
+	}
 }

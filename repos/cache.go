@@ -115,33 +115,36 @@ func newCaches(cfg Config) (*caches, error) {
 		cs.maxDevices = DefaultCacheMaxDevices
 	}
 	var err error
-	if cs.token, err = newEntity(cfg.Cache, cacheKindToken, codecToken, encodeTokenOwner, decodeTokenOwner); err != nil {
+	if cs.token, err = newEntity(cfg.Cache, cacheKindToken, codecToken, encodeTokenOwner, decodeTokenOwner, false); err != nil {
 		return nil, err
 	}
-	if cs.user, err = newEntity(cfg.Cache, cacheKindUser, codecUser, encodeUser, decodeUser); err != nil {
+	if cs.user, err = newEntity(cfg.Cache, cacheKindUser, codecUser, encodeUser, decodeUser, false); err != nil {
 		return nil, err
 	}
-	if cs.devices, err = newEntity(cfg.Cache, cacheKindDevices, codecDevices, encodeDeviceList, decodeDeviceList); err != nil {
+	// Lists are shared by the in-process tier (decoding a long list costs
+	// far more than finding it); pages cut from them copy what they return.
+	if cs.devices, err = newEntity(cfg.Cache, cacheKindDevices, codecDevices, encodeDeviceList, decodeDeviceList, true); err != nil {
 		return nil, err
 	}
-	if cs.room, err = newEntity(cfg.Cache, cacheKindRoom, codecRoom, encodeRoom, decodeRoom); err != nil {
+	if cs.room, err = newEntity(cfg.Cache, cacheKindRoom, codecRoom, encodeRoom, decodeRoom, false); err != nil {
 		return nil, err
 	}
-	if cs.members, err = newEntity(cfg.Cache, cacheKindMembers, codecMembers, encodeMemberList, decodeMemberList); err != nil {
+	if cs.members, err = newEntity(cfg.Cache, cacheKindMembers, codecMembers, encodeMemberList, decodeMemberList, true); err != nil {
 		return nil, err
 	}
 	if cs.joined, err = newEntity(cfg.Cache, cacheKindJoined, codecJoined,
-		func(w *cache.Writer, b bool) { w.Bool(b) }, func(r *cache.Reader) bool { return r.Bool() }); err != nil {
+		func(w *cache.Writer, b bool) { w.Bool(b) }, func(r *cache.Reader) bool { return r.Bool() }, false); err != nil {
 		return nil, err
 	}
 	return cs, nil
 }
 
-func newEntity[T any](c *cache.Cache, kind string, version uint, enc func(*cache.Writer, T), dec func(*cache.Reader) T) (*cache.Entity[stamped[T]], error) {
+func newEntity[T any](c *cache.Cache, kind string, version uint, enc func(*cache.Writer, T), dec func(*cache.Reader) T, share bool) (*cache.Entity[stamped[T]], error) {
 	e, err := cache.NewEntity(c, cache.EntityConfig[stamped[T]]{
 		Kind:           kind,
 		Codec:          stampedCodec(version, enc, dec),
 		NegativeValues: true,
+		ShareValues:    share,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("repos: cache entity %s: %w", kind, err)
@@ -295,6 +298,34 @@ func collectOne[T any](br pgx.BatchResults, rowTo pgx.RowToFunc[T]) (T, bool, er
 // notFound is the error of a cached read that found nothing, shaped like
 // the uncached path's.
 func notFound(op string) error { return wrap(op, pgx.ErrNoRows) }
+
+// cloneString and cloneInt64 copy a pointed-to value, so that a page cut
+// from a shared cached list hands the caller memory of its own.
+func cloneString(p *string) *string {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}
+
+func cloneInt64(p *int64) *int64 {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}
+
+func cloneDevice(d Device) Device {
+	d.DisplayName, d.LastSeenTS, d.LastSeenIP = cloneString(d.DisplayName), cloneInt64(d.LastSeenTS), cloneString(d.LastSeenIP)
+	return d
+}
+
+func cloneMembership(m Membership) Membership {
+	m.EventID, m.StreamOrdering = cloneString(m.EventID), cloneInt64(m.StreamOrdering)
+	return m
+}
 
 // ---- Codecs ----
 

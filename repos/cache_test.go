@@ -28,6 +28,10 @@ type cachedFixture struct {
 }
 
 func newCachedRepos(tb testing.TB, tune func(*repos.Config)) *cachedFixture {
+	return newCachedReposL1(tb, false, tune)
+}
+
+func newCachedReposL1(tb testing.TB, l1 bool, tune func(*repos.Config)) *cachedFixture {
 	tb.Helper()
 	rc := redis.NewClient(&redis.Options{Addr: env.cluster.RedisAddr()})
 	tb.Cleanup(func() { _ = rc.Close() })
@@ -37,11 +41,21 @@ func newCachedRepos(tb testing.TB, tune func(*repos.Config)) *cachedFixture {
 		// restarts Redis: no grace period needed.
 		MaxSourceLag: -1,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		L1:           cache.L1Config{Enabled: l1},
 	})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = c.Close() })
+	if l1 {
+		deadline := time.Now().Add(10 * time.Second)
+		for !c.Stats().L1Trusted {
+			if time.Now().After(deadline) {
+				tb.Fatal("L1 subscription not up")
+			}
+			time.Sleep(time.Millisecond) // polling interval
+		}
+	}
 	f := &cachedFixture{fixture: &fixture{db: &countingDB{db: env.router}, clock: newFakeClock()}, cache: c}
 	cfg := repos.Config{
 		CursorKey: cursorKeyForTests,
@@ -402,5 +416,43 @@ func TestWarmCacheFillsEntries(t *testing.T) {
 	}
 	if got := f.cache.Stats().RedisHits - hits; got != uint64(len(users)) {
 		t.Fatalf("%d of %d profile reads after the warm-up were hits", got, len(users))
+	}
+}
+
+// Pages cut from lists the in-process tier shares are the caller's own:
+// changing them changes nothing for the next caller.
+func TestCachedPagesAreCopies(t *testing.T) {
+	f := newCachedReposL1(t, true, nil)
+	ctx := session(t)
+	owner := mustUser(t, f.fixture, ctx, "owner")
+	must[repos.Device](t)(f.Devices.UpsertDevice(ctx, repos.NewDevice{UserID: owner, DeviceID: "D", DisplayName: ptr("phone")}))
+	room := mustRoom(t, f.fixture, ctx, owner)
+	must[repos.Membership](t)(f.Memberships.ChangeMembership(ctx, repos.MembershipChange{RoomID: room, UserID: owner,
+		Sender: owner, Membership: repos.Join, EventID: "$join:test.local", StreamOrdering: 7}))
+	waitReplicated(t)
+	read := func() (repos.Page[repos.Device], repos.Page[repos.Membership]) {
+		d, err := f.Devices.ListDevices(context.Background(), repos.DevicePageRequest{UserID: owner})
+		if err != nil || len(d.Items) != 1 {
+			t.Fatalf("ListDevices = %+v, %v", d, err)
+		}
+		m, err := f.Memberships.ListJoinedMembers(context.Background(), repos.MemberPageRequest{RoomID: room})
+		if err != nil || len(m.Items) != 1 {
+			t.Fatalf("ListJoinedMembers = %+v, %v", m, err)
+		}
+		return d, m
+	}
+	for range 3 { // fill, then L1 hits
+		d, m := read()
+		*d.Items[0].DisplayName = "scribbled"
+		d.Items[0].DeviceID = "X"
+		*m.Items[0].EventID = "$scribbled"
+		*m.Items[0].StreamOrdering = -1
+	}
+	if s := f.cache.Stats(); s.L1Hits == 0 {
+		t.Fatalf("no L1 hit: %+v", s)
+	}
+	d, m := read()
+	if *d.Items[0].DisplayName != "phone" || d.Items[0].DeviceID != "D" || *m.Items[0].EventID != "$join:test.local" || *m.Items[0].StreamOrdering != 7 {
+		t.Fatalf("a caller's changes reached the cache: %+v %+v", d.Items[0], m.Items[0])
 	}
 }

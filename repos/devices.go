@@ -311,7 +311,8 @@ func loadDevices(c *core, userID string, max int) stampedLoad[deviceList] {
 }
 
 // devicesPage cuts one page (up to limit+1 rows, like the page queries)
-// from a cached device list, which is in the database's device_id order.
+// from a cached device list, which is in the database's device_id order,
+// copying the rows (the list may be shared by the in-process tier).
 // A cursor is placed by finding its device in the list, so no string
 // comparison (whose collation only the database knows) is needed; ok is
 // false when the list is large or the cursor's device is not in it.
@@ -335,7 +336,12 @@ func devicesPage(l deviceList, pg pageState) (items []Device, ok bool) {
 	n := pg.limit + 1
 	if pg.dir == Forward {
 		from := at + 1
-		return append([]Device{}, list[from:min(from+n, len(list))]...), true
+		src := list[from:min(from+n, len(list))]
+		items = make([]Device, len(src))
+		for i := range src {
+			items[i] = cloneDevice(src[i])
+		}
+		return items, true
 	}
 	end := len(list)
 	if pg.hasFrom {
@@ -343,7 +349,7 @@ func devicesPage(l deviceList, pg pageState) (items []Device, ok bool) {
 	}
 	items = make([]Device, 0, min(n, end))
 	for i := end - 1; i >= 0 && len(items) < n; i-- {
-		items = append(items, list[i])
+		items = append(items, cloneDevice(list[i]))
 	}
 	return items, true
 }

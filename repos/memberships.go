@@ -582,7 +582,7 @@ func loadMembers(c *core, roomID string, max int) stampedLoad[memberList] {
 
 // membersPage cuts one page (up to limit+1 rows, like the page queries)
 // from a cached member list, in the database's (membership_ts, user_id)
-// order. The cursor is placed by its membership_ts (an integer: no
+// order, copying the rows (the list may be shared by the in-process tier). The cursor is placed by its membership_ts (an integer: no
 // collation involved) and, among members with that same timestamp, by
 // finding its user ID in the list; ok is false when the list is large or
 // the cursor ties with members it cannot order without the database's
@@ -611,11 +611,16 @@ func membersPage(l memberList, pg pageState) (items []Membership, ok bool) {
 	}
 	n := pg.limit + 1
 	if pg.dir == Forward {
-		return append([]Membership{}, list[after:min(after+n, len(list))]...), true
+		src := list[after:min(after+n, len(list))]
+		items = make([]Membership, len(src))
+		for i := range src {
+			items[i] = cloneMembership(src[i])
+		}
+		return items, true
 	}
 	items = make([]Membership, 0, min(n, before))
 	for i := before - 1; i >= 0 && len(items) < n; i-- {
-		items = append(items, list[i])
+		items = append(items, cloneMembership(list[i]))
 	}
 	return items, true
 }
