@@ -117,14 +117,24 @@ func (h *harness) openVariant(ctx context.Context, name string) (*variant, error
 		}
 		return direct(h.cl.replicas[0])
 	case "hsdal-nocache":
-		return h.openDAL(ctx, name, h.cl.replicas, maxConns)
+		return h.openDAL(ctx, name, h.cl.replicas, maxConns, nil)
 	case "hsdal-nocache-1r":
 		if len(h.cl.replicas) == 0 {
 			return nil, fmt.Errorf("%w: no replica", errVariantUnavailable)
 		}
-		return h.openDAL(ctx, name, h.cl.replicas[:1], maxConns)
+		return h.openDAL(ctx, name, h.cl.replicas[:1], maxConns, nil)
 	case "hsdal", "hsdal-l1":
-		return nil, fmt.Errorf("%w: the Redis cache is not wired into dal yet (issue 5)", errVariantUnavailable)
+		if h.cl.redis == "" {
+			return nil, fmt.Errorf("%w: no Redis (-redis)", errVariantUnavailable)
+		}
+		return h.openDAL(ctx, name, h.cl.replicas, maxConns, func(c *dal.Config) {
+			c.RedisAddr = h.cl.redis
+			// Both cached variants share one key space: the database has
+			// one outbox and one active relay, which invalidates one
+			// key space.
+			c.Cache.Prefix = "hsdal-bench"
+			c.Cache.L1.Enabled = name == "hsdal-l1"
+		})
 	case "pgpool":
 		if h.o.pgpool == "off" {
 			return nil, fmt.Errorf("%w: -pgpool=off", errVariantUnavailable)
@@ -153,12 +163,15 @@ func (h *harness) openVariant(ctx context.Context, name string) (*variant, error
 	return nil, fmt.Errorf("unknown variant %q", name)
 }
 
-func (h *harness) openDAL(ctx context.Context, name string, replicas []string, maxConns int32) (*variant, error) {
+func (h *harness) openDAL(ctx context.Context, name string, replicas []string, maxConns int32, tune func(*dal.Config)) (*variant, error) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	cfg := dal.Config{PrimaryDSN: h.cl.primary, ReplicaDSNs: replicas, CursorKey: cursorKey}
 	cfg.Router.MeterProvider = mp
 	cfg.Router.Pool.MaxConns = maxConns
+	if tune != nil {
+		tune(&cfg)
+	}
 	d, err := dal.Open(ctx, cfg)
 	if err != nil {
 		_ = mp.Shutdown(ctx)
@@ -493,6 +506,8 @@ func (h *harness) runScenario(ctx context.Context, s scenario, conc int) ([]resu
 		op         op
 		replica    float64
 		replicaAll float64
+		hits       float64
+		lookups    float64
 	}
 	accs := make([]*acc, len(vs))
 	for i, v := range vs {
@@ -512,10 +527,14 @@ func (h *harness) runScenario(ctx context.Context, s scenario, conc int) ([]resu
 			i := (k + round) % len(vs)
 			v, a := vs[i], accs[i]
 			r0, t0 := h.replicaCounts(ctx, v)
+			h0, l0 := cacheCounts(v)
 			res := runLoad(ctx, conc, per, 0, h.o.seed+uint64(round), a.op)
 			r1, t1 := h.replicaCounts(ctx, v)
+			h1, l1 := cacheCounts(v)
 			a.replica += r1 - r0
 			a.replicaAll += t1 - t0
+			a.hits += h1 - h0
+			a.lookups += l1 - l0
 			a.res.ops += res.ops
 			a.res.errors += res.errors
 			a.res.elapsed += res.elapsed
@@ -538,9 +557,26 @@ func (h *harness) runScenario(ctx context.Context, s scenario, conc int) ([]resu
 		if a.replicaAll > 0 {
 			row.ReplicaShare = a.replica / a.replicaAll
 		}
+		if a.lookups > 0 {
+			row.HitRate = a.hits / a.lookups
+		}
 		rows = append(rows, row)
 	}
 	return rows, nil
+}
+
+// cacheCounts returns a cached variant's cache hits (in-process tier or
+// Redis) and lookups so far; 0, 0 without a cache.
+func cacheCounts(v *variant) (hits, lookups float64) {
+	if v.dal == nil {
+		return 0, 0
+	}
+	s, ok := v.dal.CacheStats()
+	if !ok {
+		return 0, 0
+	}
+	h := float64(s.L1Hits + s.RedisHits)
+	return h, h + float64(s.Misses)
 }
 
 // replicaCounts returns how many queries so far went to replicas, and how
