@@ -168,15 +168,20 @@ type stampedLoad[T any] func(ctx context.Context, cons router.Consistency) (v T,
 
 // cachedGet is the cache-aside read of one hot entity.
 //
-//   - Strong reads bypass the cache (and do not fill it).
+//   - Strong reads, and bounded-staleness reads with an explicit bound,
+//     bypass the cache (and do not fill it): the cache proves positions,
+//     not ages, so a caller asking for a specific age is served by the
+//     router, which measures replica lag in time.
 //   - Other reads use a cached entry only if it covers the read's token (the
 //     session's, merged with a read-your-writes token), or the token is
 //     below the relay's watermark; otherwise they load at cons (the router
 //     enforces the same token) and offer the result to the cache, which
 //     accepts it only if no invalidation at or above its position happened.
-//     Bounded-staleness reads accept any current entry: entries are
+//     Default-consistency reads accept any current entry: entries are
 //     invalidated right after each write commits and again by the relay
-//     from the durable outbox, and expire after the cache TTL.
+//     from the durable outbox, and expire after the cache TTL. Every load
+//     for the cache runs at the default bounded staleness plus the token,
+//     so a load shared by concurrent Gets satisfies each of them.
 //   - A token minted on another timeline than the entry's reads through.
 //   - Every result's upper bound is merged into the ctx's session, so later
 //     reads in the session (cached or not) never return older data (unless
@@ -196,15 +201,17 @@ func cachedGet[T any](ctx context.Context, cs *caches, e *cache.Entity[stamped[T
 		record(upper, info.Timeline)
 		return v, found, nil
 	}
-	if cons.Level == router.LevelStrong {
+	if cons.Level == router.LevelStrong || cons.Level == router.LevelBoundedStaleness && cons.MaxStaleness > 0 {
 		return direct()
 	}
 	tok := cacheToken(ctx, cons)
-	// Concurrent loads are shared only among reads with the same bound: a
-	// load that a loose bound let a lagging replica answer must not reach a
-	// read with a tighter one. (Tokens are checked by the cache itself.)
 	sv, info, err := e.GetShared(ctx, id, uint64(tok.LSN), flightGroup(cons), func(ctx context.Context) (stamped[T], uint64, bool, error) {
-		v, found, ri, upper, err := load(ctx, cons)
+		// Concurrent Gets of the key share this load (singleflight), so it
+		// must satisfy any of them: the router's default staleness bound
+		// and the token. (For read-your-writes alone the router would take
+		// a replica that has the token however far behind it is.) Each
+		// joiner still checks the token itself.
+		v, found, ri, upper, err := load(router.WithSession(ctx, tok), router.Consistency{})
 		if err != nil {
 			return stamped[T]{}, 0, false, err
 		}
@@ -508,16 +515,13 @@ func decodeMemberList(r *cache.Reader) memberList {
 }
 
 // flightGroup names the staleness promise a cached loader makes for cons, so
-// that only reads with the same promise share a load.
+// that only reads with the same promise share a load. Every read that
+// reaches the cache today makes the same one (explicit bounds bypass it,
+// loads run at the default bound plus the token); the group keeps that
+// true should a cached path ever load with an explicit bound.
 func flightGroup(cons router.Consistency) string {
-	switch cons.Level {
-	case router.LevelBoundedStaleness:
-		if cons.MaxStaleness > 0 {
-			return "b" + strconv.FormatInt(int64(cons.MaxStaleness), 10)
-		}
-	case router.LevelReadYourWrites:
-		// The token is checked by the cache; the staleness bound is the
-		// router's default.
+	if cons.Level == router.LevelBoundedStaleness && cons.MaxStaleness > 0 {
+		return "b" + strconv.FormatInt(int64(cons.MaxStaleness), 10)
 	}
 	return ""
 }

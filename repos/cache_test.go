@@ -456,3 +456,59 @@ func TestCachedPagesAreCopies(t *testing.T) {
 		t.Fatalf("a caller's changes reached the cache: %+v %+v", d.Items[0], m.Items[0])
 	}
 }
+
+// A load a read-your-writes read makes for the cache is shared with
+// concurrent default reads of the key, so it must honour the default
+// staleness bound too, not just the token: a replica that replayed the
+// token but stopped long ago must not answer it.
+func TestSharedCachedLoadsKeepTheDefaultBound(t *testing.T) {
+	f := newCachedRepos(t, nil)
+	ctx := context.Background()
+	setup := session(t)
+	alice := mustUser(t, f.fixture, setup, "alice")
+	old := router.SessionToken(setup) // replayed by the replica before the pause
+	waitReplicated(t)
+	replica := env.cluster.Nodes()[1].Name
+	if err := env.cluster.PauseReplay(ctx, replica); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.cluster.ResumeReplay(context.Background(), replica) })
+	// Let the paused replica fall past the router's default bound (1s).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := env.router.Status()
+		if st.Nodes[1].Lag > 1500*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica lag never grew: %+v", st.Nodes[1])
+		}
+		if _, _, err := f.Users.UpdateProfile(ctx, alice, repos.ProfileUpdate{DisplayName: ptr("tick")}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // pace the writes that make the lag measurable
+	}
+	stale := 0
+	for i := range 30 {
+		v := fmt.Sprintf("v%d", i)
+		if _, _, err := f.Users.UpdateProfile(ctx, alice, repos.ProfileUpdate{DisplayName: &v}); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = f.Users.GetUser(ctx, alice, router.ReadYourWrites(old))
+		}()
+		got, err := f.Users.GetUser(ctx, alice)
+		<-done
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.DisplayName == nil || *got.DisplayName != v {
+			stale++
+		}
+	}
+	if stale > 0 {
+		t.Fatalf("%d of 30 default reads returned data older than the router's bound", stale)
+	}
+}

@@ -77,16 +77,20 @@
 //
 // Consistency:
 //
-//   - Strong reads bypass the cache.
+//   - Strong reads, and BoundedStaleness reads with an explicit bound, bypass
+//     the cache (the cache proves WAL positions, not ages; the router
+//     measures replica lag in time).
 //   - A cached entry serves a read only if it was read at a WAL position
 //     above the read's token (the session token merged with a
 //     ReadYourWrites token), or the token is below the relay's watermark
 //     (every write below it has been invalidated, so a current entry holds
-//     it); otherwise the read loads from PostgreSQL with the same
-//     requirement and offers the result to the cache, which stores it only
-//     if no invalidation at or above its position happened meanwhile (a
-//     Lua-checked marker per key).
-//   - Bounded-staleness reads (the default) take any current entry. Entries
+//     it); otherwise the read loads from PostgreSQL and offers the result
+//     to the cache, which stores it only if no invalidation at or above its
+//     position happened meanwhile (a Lua-checked marker per key). Loads
+//     run at the router's default staleness bound plus the token, so one
+//     load shared by concurrent reads of a key (singleflight) satisfies
+//     each of them.
+//   - Default-consistency reads take any current entry. Entries
 //     are invalidated right after each write commits (the fast path, this
 //     package) and again from the durable outbox (the relay, package dal),
 //     so an entry is older than the newest write only for the time between
