@@ -404,10 +404,10 @@ func (r *relay) step(ctx context.Context, conn *pgx.Conn, pending *[]wmCandidate
 		return 0, false, err
 	}
 	drained = len(batch) < r.cfg.BatchSize
-	if len(batch) > 0 {
-		if err := r.apply(ctx, conn, q, batch); err != nil {
-			return 0, false, err
-		}
+	if len(batch) == 0 {
+		r.lagMS.Store(0)
+	} else if err := r.apply(ctx, conn, q, batch); err != nil {
+		return 0, false, err
 	}
 	r.advance(ctx, pending, wmCandidate{p: p + 1, xip: xip}, xip, drained)
 	return len(batch), drained, nil
