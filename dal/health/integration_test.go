@@ -54,26 +54,10 @@ func runTests(m *testing.M) int {
 	return m.Run()
 }
 
-func testCtx(tb testing.TB) context.Context {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	tb.Cleanup(cancel)
-	return ctx
-}
+func testCtx(tb testing.TB) context.Context { return testcluster.Context(tb, 2*time.Minute) }
 
 func mustPool(tb testing.TB, dsn string, maxConns int32) *pgxpool.Pool {
-	tb.Helper()
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cfg.MaxConns = maxConns
-	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(p.Close)
-	return p
+	return testcluster.Pool(tb, dsn, maxConns)
 }
 
 func mustChecker(tb testing.TB, cfg health.CheckerConfig) *health.Checker {
