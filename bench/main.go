@@ -185,7 +185,11 @@ func setupCluster(ctx context.Context, o options, progress func(string, ...any))
 		return cl, nil
 	}
 	progress("starting a local cluster: PostgreSQL primary + 2 hot standbys + Redis")
-	c, err := testcluster.Start(ctx, testcluster.Options{Logf: progress})
+	// Every variant keeps its own pools open (seven pools of up to
+	// -concurrency connections per node, pgpool's children, relays, probes):
+	// more than PostgreSQL's default 100 connections, and a refused
+	// connection (53300) would open a variant's breaker mid-run.
+	c, err := testcluster.Start(ctx, testcluster.Options{Logf: progress, Settings: map[string]string{"max_connections": "400"}})
 	if err != nil {
 		return nil, fmt.Errorf("bench: start local cluster: %w", err)
 	}

@@ -14,7 +14,7 @@ import (
 // SchemaVersion is the database schema version this build of hsdal reads and writes: the
 // number of embedded migrations (dal/migrations/NNN_*.sql). Open refuses a database whose
 // recorded version differs; Migrate brings a database up to it.
-const SchemaVersion int32 = 3
+const SchemaVersion int32 = 4
 
 // SchemaVersionTable is the table, in the connection's search_path (normally schema
 // public), where Migrate records the applied schema version (one row, one int4 column
