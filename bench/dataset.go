@@ -19,14 +19,14 @@ type scale struct {
 	Rooms    int
 	MaxRoom  int // members of the largest room (room sizes are heavy-tailed)
 	Events   int // events spread over the rooms, heavy-tailed
-	Deep     int // events in the one deep room used by the paging scenarios
+	Deep     int // events in the one deep room used by the paging scenarios (depth 100 000 needs 100 050)
 	Sessions int // private sessions
 	Messages int // private messages spread over the sessions
 }
 
 var scales = map[string]scale{
 	"tiny":  {Name: "tiny", Users: 300, Rooms: 20, MaxRoom: 150, Events: 3000, Deep: 2000, Sessions: 100, Messages: 1000},
-	"small": {Name: "small", Users: 5000, Rooms: 300, MaxRoom: 2000, Events: 60000, Deep: 100000, Sessions: 2000, Messages: 30000},
+	"small": {Name: "small", Users: 5000, Rooms: 300, MaxRoom: 2000, Events: 60000, Deep: 100050, Sessions: 2000, Messages: 30000},
 	"large": {Name: "large", Users: 50000, Rooms: 3000, MaxRoom: 20000, Events: 1000000, Deep: 1000000, Sessions: 20000, Messages: 500000},
 }
 

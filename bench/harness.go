@@ -218,7 +218,7 @@ func (h *harness) findCursors(ctx context.Context) error {
 		return errors.New("bench: no variant could be opened")
 	}
 	for _, d := range []int{0, 100, 1000, 10000, 100000, 1000000} {
-		if d < h.ds.sc.Deep {
+		if d+pageLimit <= h.ds.sc.Deep { // a full page below that depth
 			h.depths = append(h.depths, d)
 		}
 	}
