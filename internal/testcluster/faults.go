@@ -44,21 +44,30 @@ func (c *Cluster) runningProc(n *Node) *proc {
 	return n.proc
 }
 
+// onNode looks up node name and runs op on it as one fault operation:
+// serialised with the others (begin), with default deadline d when ctx has
+// none, and the cluster state saved afterwards.
+func (c *Cluster) onNode(ctx context.Context, name string, d time.Duration, op func(ctx context.Context, n *Node) error) error {
+	n, err := c.node(name)
+	if err != nil {
+		return err
+	}
+	ctx, done, err := c.begin(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return op(ctx, n)
+}
+
 // StopNode cleanly stops the node (fast shutdown: SIGINT to the postmaster;
 // SIGKILL after 30 s) and waits until its processes are gone. Stopping a
 // stopped node is a no-op. The node keeps its role and port; StartNode
 // starts it again. Default deadline 60 s when ctx has none.
 func (c *Cluster) StopNode(ctx context.Context, name string) error {
-	n, err := c.node(name)
-	if err != nil {
-		return err
-	}
-	ctx, done, err := c.begin(ctx, time.Minute)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return c.stopNode(ctx, n, syscall.SIGINT)
+	return c.onNode(ctx, name, time.Minute, func(ctx context.Context, n *Node) error {
+		return c.stopNode(ctx, n, syscall.SIGINT)
+	})
 }
 
 func (c *Cluster) stopNode(ctx context.Context, n *Node, sig syscall.Signal) error {
@@ -79,35 +88,21 @@ func (c *Cluster) stopNode(ctx context.Context, n *Node, sig syscall.Signal) err
 // it accepts connections (for a standby: until it reached a consistent
 // state). Starting a running node is a no-op. Default deadline 60 s.
 func (c *Cluster) StartNode(ctx context.Context, name string) error {
-	n, err := c.node(name)
-	if err != nil {
-		return err
-	}
-	ctx, done, err := c.begin(ctx, time.Minute)
-	if err != nil {
-		return err
-	}
-	defer done()
-	if c.runningProc(n) != nil {
-		return nil
-	}
-	return c.startPostgres(ctx, n)
+	return c.onNode(ctx, name, time.Minute, func(ctx context.Context, n *Node) error {
+		if c.runningProc(n) != nil {
+			return nil
+		}
+		return c.startPostgres(ctx, n)
+	})
 }
 
 // KillNode simulates a crash of the node: SIGKILL to the postmaster and to
 // every process it had started, then waits until all of them are gone. Killing
 // a stopped node is a no-op. StartNode restarts it (with crash recovery).
 func (c *Cluster) KillNode(ctx context.Context, name string) error {
-	n, err := c.node(name)
-	if err != nil {
-		return err
-	}
-	ctx, done, err := c.begin(ctx, 30*time.Second)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return c.stopNode(ctx, n, syscall.SIGKILL)
+	return c.onNode(ctx, name, 30*time.Second, func(ctx context.Context, n *Node) error {
+		return c.stopNode(ctx, n, syscall.SIGKILL)
+	})
 }
 
 // Promote promotes the standby name (pg_promote) and waits until it reports
@@ -116,43 +111,36 @@ func (c *Cluster) KillNode(ctx context.Context, name string) error {
 // Other standbys keep streaming from (or waiting for) their old upstream;
 // Rejoin re-points them. Returns ErrRole if name is not a running standby.
 func (c *Cluster) Promote(ctx context.Context, name string) error {
-	n, err := c.node(name)
-	if err != nil {
-		return err
-	}
-	ctx, done, err := c.begin(ctx, time.Minute)
-	if err != nil {
-		return err
-	}
-	defer done()
-	if n.Role() != RoleStandby || c.runningProc(n) == nil {
-		return fmt.Errorf("%w: promote %s: not a running standby", ErrRole, name)
-	}
-	var ok bool
-	if err := withConn(ctx, n, func(conn *pgx.Conn) error {
-		return conn.QueryRow(ctx, `SELECT pg_promote(true, 60)`).Scan(&ok)
-	}); err != nil {
-		return fmt.Errorf("testcluster: promote %s: %w", name, err)
-	}
-	if err := pollUntil(ctx, func() (bool, error) {
-		var inRecovery bool
-		if err := queryRow(ctx, n, `SELECT pg_is_in_recovery()`, &inRecovery); err != nil {
-			return false, nil
+	return c.onNode(ctx, name, time.Minute, func(ctx context.Context, n *Node) error {
+		if n.Role() != RoleStandby || c.runningProc(n) == nil {
+			return fmt.Errorf("%w: promote %s: not a running standby", ErrRole, name)
 		}
-		return !inRecovery, nil
-	}); err != nil {
-		return fmt.Errorf("testcluster: promote %s: still in recovery: %w", name, err)
-	}
-	c.mu.Lock()
-	old := c.primary
-	old.role = RoleFormer
-	old.upstream = ""
-	n.role = RolePrimary
-	n.upstream = ""
-	c.primary = n
-	c.mu.Unlock()
-	c.logf("testcluster: promoted %s (old primary %s)", name, old.Name)
-	return nil
+		var ok bool
+		if err := withConn(ctx, n, func(conn *pgx.Conn) error {
+			return conn.QueryRow(ctx, `SELECT pg_promote(true, 60)`).Scan(&ok)
+		}); err != nil {
+			return fmt.Errorf("testcluster: promote %s: %w", name, err)
+		}
+		if err := pollUntil(ctx, func() (bool, error) {
+			var inRecovery bool
+			if err := queryRow(ctx, n, `SELECT pg_is_in_recovery()`, &inRecovery); err != nil {
+				return false, nil
+			}
+			return !inRecovery, nil
+		}); err != nil {
+			return fmt.Errorf("testcluster: promote %s: still in recovery: %w", name, err)
+		}
+		c.mu.Lock()
+		old := c.primary
+		old.role = RoleFormer
+		old.upstream = ""
+		n.role = RolePrimary
+		n.upstream = ""
+		c.primary = n
+		c.mu.Unlock()
+		c.logf("testcluster: promoted %s (old primary %s)", name, old.Name)
+		return nil
+	})
 }
 
 // Rejoin makes node name a standby of newPrimary, which must be the current
@@ -295,35 +283,28 @@ func (c *Cluster) ResumeReplay(ctx context.Context, name string) error {
 }
 
 func (c *Cluster) setReplay(ctx context.Context, name, sql, want string) error {
-	n, err := c.node(name)
-	if err != nil {
-		return err
-	}
-	ctx, done, err := c.begin(ctx, 30*time.Second)
-	if err != nil {
-		return err
-	}
-	defer done()
-	if n.Role() != RoleStandby || c.runningProc(n) == nil {
-		return fmt.Errorf("%w: %s: not a running standby", ErrRole, name)
-	}
-	if err := withConn(ctx, n, func(conn *pgx.Conn) error {
-		_, err := conn.Exec(ctx, sql)
-		return err
-	}); err != nil {
-		return fmt.Errorf("testcluster: %s on %s: %w", sql, name, err)
-	}
-	var state string
-	err = pollUntil(ctx, func() (bool, error) {
-		if err := queryRow(ctx, n, `SELECT pg_get_wal_replay_pause_state()`, &state); err != nil {
-			return false, nil
+	return c.onNode(ctx, name, 30*time.Second, func(ctx context.Context, n *Node) error {
+		if n.Role() != RoleStandby || c.runningProc(n) == nil {
+			return fmt.Errorf("%w: %s: not a running standby", ErrRole, name)
 		}
-		return state == want, nil
+		if err := withConn(ctx, n, func(conn *pgx.Conn) error {
+			_, err := conn.Exec(ctx, sql)
+			return err
+		}); err != nil {
+			return fmt.Errorf("testcluster: %s on %s: %w", sql, name, err)
+		}
+		var state string
+		err := pollUntil(ctx, func() (bool, error) {
+			if err := queryRow(ctx, n, `SELECT pg_get_wal_replay_pause_state()`, &state); err != nil {
+				return false, nil
+			}
+			return state == want, nil
+		})
+		if err != nil {
+			return fmt.Errorf("testcluster: %s: replay state %q, want %q: %w", name, state, want, err)
+		}
+		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("testcluster: %s: replay state %q, want %q: %w", name, state, want, err)
-	}
-	return nil
 }
 
 // StopRedis stops Redis (SIGTERM; nothing is persisted) and waits until the
