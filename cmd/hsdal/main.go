@@ -191,6 +191,21 @@ func (c *cli) migrate(ctx context.Context, args []string, env func(string) strin
 	return exitOK
 }
 
+// maintainer opens a small pool on the primary and a Maintainer over it; the
+// returned func closes the pool.
+func (c *cli) maintainer(ctx context.Context, primary string, mc maint.Config) (*maint.Maintainer, func(), error) {
+	pool, err := c.pool(ctx, primary, 2)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := maint.New(pool, mc)
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return m, pool.Close, nil
+}
+
 func (c *cli) pool(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -224,18 +239,13 @@ func (c *cli) maintRun(ctx context.Context, args []string, env func(string) stri
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
-	pool, err := c.pool(ctx, cfg.primary, 2)
-	if err != nil {
-		c.errorf("%v", err)
-		return exitFail
-	}
-	defer pool.Close()
-	m, err := maint.New(pool, maint.Config{BatchSize: batch, DefaultRetention: retention,
+	m, closePool, err := c.maintainer(ctx, cfg.primary, maint.Config{BatchSize: batch, DefaultRetention: retention,
 		Logger: slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		c.errorf("%v", err)
 		return exitFail
 	}
+	defer closePool()
 	results, err := m.RunAll(ctx, jobs...)
 	if asJSON {
 		enc := json.NewEncoder(c.stdout)
@@ -273,17 +283,12 @@ func (c *cli) maintReport(ctx context.Context, args []string, env func(string) s
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
-	pool, err := c.pool(ctx, cfg.primary, 2)
+	m, closePool, err := c.maintainer(ctx, cfg.primary, maint.Config{})
 	if err != nil {
 		c.errorf("%v", err)
 		return exitFail
 	}
-	defer pool.Close()
-	m, err := maint.New(pool, maint.Config{})
-	if err != nil {
-		c.errorf("%v", err)
-		return exitFail
-	}
+	defer closePool()
 	rep, err := m.Report(ctx, maint.ReportOptions{Orphans: orphans, ExactBloat: exact})
 	if err != nil {
 		c.errorf("%v", err)
