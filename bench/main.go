@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -102,10 +103,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// progress is called from several goroutines (the local cluster starts
+	// its standbys in parallel), and stderr need not be safe for concurrent
+	// writes.
+	var progressMu sync.Mutex
 	progress := func(format string, a ...any) {
-		if !o.quiet {
-			fmt.Fprintf(stderr, "[%s] "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
+		if o.quiet {
+			return
 		}
+		line := fmt.Sprintf("[%s] "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
+		progressMu.Lock()
+		defer progressMu.Unlock()
+		io.WriteString(stderr, line)
 	}
 	cl, err := setupCluster(ctx, o, progress)
 	if err != nil {
